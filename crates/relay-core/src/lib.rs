@@ -1,0 +1,24 @@
+//! Relay's domain: what a connection is, how its tokens are sealed, when and how they are
+//! refreshed, and the ports (traits) that storage, caches and providers implement.
+//!
+//! This crate performs no I/O of its own. Adapters in `relay-store` and `relay-providers`
+//! implement the ports; `relay-server` wires them together. Keeping the rules here means the
+//! same refresh protocol runs, unchanged, on SQLite, on PostgreSQL and in unit tests with a
+//! manual clock.
+
+pub mod clock;
+pub mod connect;
+pub mod connection;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod oauth;
+pub mod ports;
+pub mod random;
+pub mod refresh;
+pub mod vault;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use connection::{Connection, ConnectionStatus};
+pub use error::{ServiceError, StoreError};
+pub use ids::{ActorId, ActorType, ConnectionId, InvalidValue, ProviderName, Scopes, WorkspaceId};

@@ -1,0 +1,116 @@
+//! The port to OAuth providers. The core decides *when* to talk to a provider and what an
+//! answer means for a connection; `relay-providers` knows *how* (endpoints, client
+//! authentication, quirks). Errors arrive already classified, because the classification
+//! (grant dead vs. try again later) drives the connection's status.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::ids::{ProviderName, Scopes};
+
+/// What the core asks for when it starts a connect flow.
+#[derive(Debug, Clone)]
+pub struct AuthorizationParams<'a> {
+    pub state: &'a str,
+    pub code_challenge: &'a str,
+    pub redirect_uri: &'a str,
+    pub scopes: &'a Scopes,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthorizationUrl {
+    pub url: String,
+    /// The issuer a callback's `iss` must equal (RFC 9207), when the provider has one.
+    pub expected_issuer: Option<String>,
+    /// Whether the provider promises to send `iss` (its metadata says
+    /// `authorization_response_iss_parameter_supported`); then a callback without it is refused.
+    pub iss_required: bool,
+}
+
+/// A token endpoint response (RFC 6749 §5.1).
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub token_type: String,
+    pub expires_in: Option<u64>,
+    /// The granted scopes when the provider says them (it may grant fewer than asked).
+    pub scope: Option<Scopes>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    AccessToken,
+    RefreshToken,
+}
+
+impl TokenKind {
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::AccessToken => "access_token",
+            Self::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+/// A provider's answer, classified where it arrives.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OAuthError {
+    /// `invalid_grant`: the code or refresh token is dead. For a refresh, the user must reconnect
+    /// (after checking that nobody else already refreshed).
+    #[error("invalid_grant: {description}")]
+    InvalidGrant { description: String },
+    /// Worth retrying: timeouts, connection failures, 5xx, 429.
+    #[error("transient provider failure: {detail}")]
+    Transient {
+        detail: String,
+        retry_after: Option<Duration>,
+        timed_out: bool,
+    },
+    /// A refusal that retrying will not fix and that is not the grant dying
+    /// (`invalid_client`, `invalid_request`, `unauthorized_client`, an unparseable answer).
+    #[error("provider refused: {detail}")]
+    Rejected { detail: String },
+    #[error("unknown provider")]
+    UnknownProvider,
+}
+
+#[async_trait]
+pub trait ProviderGateway: Send + Sync + 'static {
+    /// Whether `provider` is configured.
+    fn knows(&self, provider: &ProviderName) -> bool;
+
+    /// The scopes always requested for this provider (from its preset and configuration).
+    fn default_scopes(&self, provider: &ProviderName) -> Scopes;
+
+    /// Whether the provider has an RFC 7009 revocation endpoint.
+    async fn authorization_url(
+        &self,
+        provider: &ProviderName,
+        params: AuthorizationParams<'_>,
+    ) -> Result<AuthorizationUrl, OAuthError>;
+
+    async fn exchange_code(
+        &self,
+        provider: &ProviderName,
+        code: &str,
+        code_verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenSet, OAuthError>;
+
+    async fn refresh(
+        &self,
+        provider: &ProviderName,
+        refresh_token: &str,
+    ) -> Result<TokenSet, OAuthError>;
+
+    /// Revokes a token (RFC 7009). `Ok(false)` when the provider has no revocation endpoint.
+    async fn revoke(
+        &self,
+        provider: &ProviderName,
+        token: &str,
+        kind: TokenKind,
+    ) -> Result<bool, OAuthError>;
+}

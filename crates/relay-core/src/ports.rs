@@ -1,0 +1,169 @@
+//! Storage and cache ports. One `Store` trait, implemented once per SQL dialect in
+//! `relay-store` and held to one contract test suite; domain code never asks which database
+//! it runs on.
+
+use async_trait::async_trait;
+
+use crate::clock::Timestamp;
+use crate::connection::{Connection, TokenUpdate};
+use crate::error::StoreError;
+use crate::ids::{ActorId, ActorType, ConnectionId, ProviderName, Scopes, WorkspaceId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// An API key as stored: only the SHA-256 of the secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Public identifier (safe to log and show), e.g. `key_01J...`.
+    pub id: String,
+    pub workspace_id: WorkspaceId,
+    pub secret_hash: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub rate_limit_per_minute: Option<i64>,
+}
+
+/// A pending connect flow, keyed by the SHA-256 of its `state` (the state itself is never
+/// stored). The PKCE verifier is sealed, bound to the workspace and state hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRecord {
+    pub state_hash: String,
+    pub workspace_id: WorkspaceId,
+    pub provider: ProviderName,
+    pub actor_type: ActorType,
+    pub actor_id: ActorId,
+    pub scopes: Scopes,
+    pub pkce_verifier: Vec<u8>,
+    pub redirect_uri: String,
+    pub expected_issuer: Option<String>,
+    pub iss_required: bool,
+    pub return_to: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionFilter {
+    pub provider: Option<ProviderName>,
+    pub actor_type: Option<ActorType>,
+    pub actor_id: Option<ActorId>,
+    pub limit: Option<u32>,
+}
+
+/// A master key the database has seen, by id. Used to refuse starting with the wrong key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultKeyRecord {
+    pub key_id: String,
+    pub created_at: Timestamp,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers (for `/ready`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // -- workspaces and API keys --
+
+    /// Returns the workspace named `name`, creating it if needed.
+    async fn ensure_workspace(&self, name: &str, now: Timestamp) -> Result<Workspace, StoreError>;
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    async fn find_api_key_by_hash(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Marks a key revoked; `false` when no such active key.
+    async fn revoke_api_key(&self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
+
+    // -- connect flows --
+
+    async fn insert_flow(&self, flow: &FlowRecord) -> Result<(), StoreError>;
+    /// Deletes and returns the flow in one atomic step, expired or not (the caller checks
+    /// expiry so it can say "expired"). Of two concurrent calls, at most one gets `Some`.
+    async fn take_flow(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError>;
+    /// Deletes flows that expired before `now`; returns how many.
+    async fn purge_expired_flows(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    // -- connections --
+
+    /// Inserts a connection, or replaces the tokens of the existing connection for the same
+    /// (workspace, provider, actor type, actor id) **if it has the same id**: the new tokens
+    /// are sealed for `conn.id`. A stored refresh token is kept when `conn.refresh_token` is
+    /// `None`. Status becomes active, the lease is cleared and the version incremented.
+    /// Returns `StoreError::Conflict` when a row with another id holds that key.
+    async fn upsert_connection(&self, conn: &Connection) -> Result<Connection, StoreError>;
+    async fn get_connection(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError>;
+    async fn find_connection(
+        &self,
+        workspace: &WorkspaceId,
+        provider: &ProviderName,
+        actor_type: &ActorType,
+        actor_id: &ActorId,
+    ) -> Result<Option<Connection>, StoreError>;
+    async fn list_connections(
+        &self,
+        workspace: &WorkspaceId,
+        filter: &ConnectionFilter,
+    ) -> Result<Vec<Connection>, StoreError>;
+    /// Deletes a connection of this workspace; `false` when there was none.
+    async fn delete_connection(
+        &self,
+        workspace: &WorkspaceId,
+        id: &ConnectionId,
+    ) -> Result<bool, StoreError>;
+
+    // -- the refresh protocol (see `crate::refresh`) --
+
+    /// Takes the refresh lease when nobody holds an unexpired one; returns the row as it is
+    /// after taking it, or `None` when another owner holds the lease.
+    async fn try_acquire_lease(
+        &self,
+        id: &ConnectionId,
+        owner: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<Connection>, StoreError>;
+    /// Releases the lease if `owner` still holds it; records a failed attempt when
+    /// `failed_retry_at` is set (failure counter +1, next background attempt then).
+    async fn release_lease(
+        &self,
+        id: &ConnectionId,
+        owner: &str,
+        failed_retry_at: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
+    /// Writes refreshed tokens if the row still has `expected_version` and `owner` holds the
+    /// lease (compare-and-swap); bumps the version and releases the lease. `None` when lost.
+    async fn complete_refresh(
+        &self,
+        id: &ConnectionId,
+        owner: &str,
+        expected_version: i64,
+        update: &TokenUpdate,
+    ) -> Result<Option<Connection>, StoreError>;
+    /// Marks the connection `needs_reauth` under the same compare-and-swap rule.
+    async fn mark_needs_reauth(
+        &self,
+        id: &ConnectionId,
+        owner: &str,
+        expected_version: i64,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Option<Connection>, StoreError>;
+
+    // -- vault keys --
+
+    async fn vault_keys(&self) -> Result<Vec<VaultKeyRecord>, StoreError>;
+    async fn register_vault_key(&self, key_id: &str, now: Timestamp) -> Result<(), StoreError>;
+}
+
+/// A read-through cache of connections. Values hold sealed tokens only, never plaintext.
+#[async_trait]
+pub trait ConnectionCache: Send + Sync + 'static {
+    async fn get(&self, id: &ConnectionId) -> Option<Connection>;
+    async fn put(&self, conn: &Connection);
+    async fn invalidate(&self, id: &ConnectionId);
+}

@@ -1,0 +1,869 @@
+//! The token service: hands out access tokens that are always fresh, and refreshes each due
+//! connection with exactly one request to its provider, however many callers, tasks and
+//! processes ask at once.
+//!
+//! The protocol, in three layers:
+//! 1. **Single flight in process.** Callers of one connection queue on a per-connection gate;
+//!    whoever enters re-reads the row, so the ones behind a successful refresh just take the
+//!    new token.
+//! 2. **A lease on the row**, across processes. `try_acquire_lease` sets an owner and an expiry
+//!    only when no unexpired lease exists. A process that finds the lease taken hands out the
+//!    current token while it is still valid, or waits for the holder's write.
+//! 3. **Compare-and-swap write.** New tokens are written only if the row's version is the one
+//!    the lease holder read, so a holder whose lease expired mid-call cannot overwrite a newer
+//!    token (which, with rotating refresh tokens, would store a dead one).
+//!
+//! The provider call has a deadline shorter than the lease. `invalid_grant` marks the
+//! connection `needs_reauth` only after re-reading that nobody else refreshed in the
+//! meantime; timeouts, 5xx and 429 are retried with backoff and never change the status.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tracing::{debug, info, warn};
+
+use crate::clock::{Clock, Timestamp};
+use crate::connection::{ACCESS_TOKEN, Connection, ConnectionStatus, REFRESH_TOKEN, TokenUpdate};
+use crate::error::{ServiceError, StoreError};
+use crate::events::{self, OAuthEvent};
+use crate::ids::{ActorId, ActorType, ConnectionId, ProviderName, Scopes, WorkspaceId};
+use crate::oauth::{OAuthError, ProviderGateway, TokenKind, TokenSet};
+use crate::ports::{ConnectionCache, ConnectionFilter, Store};
+use crate::random;
+use crate::vault::Keyring;
+
+/// When to refresh, and how hard to try.
+#[derive(Debug, Clone)]
+pub struct RefreshPolicy {
+    /// A token is due when less than `max(min_remaining, fraction × lifetime)` remains.
+    pub min_remaining: Duration,
+    pub fraction: f64,
+    /// How long a refresher owns a connection. Longer than `provider_timeout`.
+    pub lease: Duration,
+    /// Deadline for one token-endpoint call.
+    pub provider_timeout: Duration,
+    /// Attempts per refresh for transient failures, and the first backoff (doubling, with jitter).
+    pub attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How often a caller waiting on another process's lease re-reads the row.
+    pub lock_poll: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            min_remaining: Duration::from_secs(60),
+            fraction: 0.10,
+            lease: Duration::from_secs(30),
+            provider_timeout: Duration::from_secs(10),
+            attempts: 3,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(8),
+            lock_poll: Duration::from_millis(50),
+        }
+    }
+}
+
+impl RefreshPolicy {
+    /// When a token issued at `now` and expiring at `expires_at` becomes due.
+    pub fn refresh_at(&self, now: Timestamp, expires_at: Timestamp) -> Timestamp {
+        let lifetime = now.until(expires_at);
+        let margin = self
+            .min_remaining
+            .max(lifetime.mul_f64(self.fraction.clamp(0.0, 1.0)));
+        expires_at.minus(margin)
+    }
+
+    /// The backoff before attempt `attempt + 1` (1-based `attempt`), with full jitter on the
+    /// upper half so that replicas retrying together spread out.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .backoff_base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.backoff_max);
+        exp.mul_f64(0.5 + 0.5 * random::unit_fraction())
+    }
+}
+
+/// What a caller asks of a token read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenRequest {
+    /// The token must stay valid at least this long.
+    pub min_ttl: Option<Duration>,
+    /// Refresh now (joining a refresh already in flight instead of starting another).
+    pub force_refresh: bool,
+}
+
+/// How a token read was served, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    CacheHit,
+    CacheMiss,
+    /// This call performed the refresh.
+    Refreshed,
+    /// Another caller's refresh, or a still-valid token while another process refreshes.
+    Joined,
+}
+
+impl ReadPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CacheHit => "hit",
+            Self::CacheMiss => "miss",
+            Self::Refreshed => "refreshed",
+            Self::Joined => "joined",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub access_token: SecretString,
+    pub token_type: String,
+    pub expires_at: Option<Timestamp>,
+    pub scopes: Scopes,
+    pub connection_id: ConnectionId,
+    pub path: ReadPath,
+}
+
+/// Plaintext tokens to store for an actor (from a code exchange or an import).
+#[derive(Debug)]
+pub struct NewConnection {
+    pub workspace_id: WorkspaceId,
+    pub provider: ProviderName,
+    pub actor_type: ActorType,
+    pub actor_id: ActorId,
+    pub tokens: TokenSet,
+    /// Scopes to record when the token response does not say which were granted.
+    pub requested_scopes: Scopes,
+    /// Overrides `tokens.expires_in` (an import may know the absolute expiry).
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The outcome of deleting a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    /// Whether the provider confirmed the revocation.
+    pub revoked: bool,
+    /// Why revocation did not happen (no endpoint, or the provider failed); safe to show.
+    pub revocation_note: Option<String>,
+}
+
+pub struct TokenService {
+    store: Arc<dyn Store>,
+    cache: Arc<dyn ConnectionCache>,
+    providers: Arc<dyn ProviderGateway>,
+    keyring: Arc<Keyring>,
+    clock: Arc<dyn Clock>,
+    policy: RefreshPolicy,
+    /// Names this process in lease owners, for operators reading the table.
+    instance: String,
+    gates: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Removes a connection's gate from the map when the last user leaves it.
+struct GateGuard<'a> {
+    service: &'a TokenService,
+    id: ConnectionId,
+    gate: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        let gate = self.gate.take();
+        let mut gates = self
+            .service
+            .gates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        drop(gate);
+        if let Some(g) = gates.get(&self.id) {
+            if Arc::strong_count(g) == 1 {
+                gates.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl TokenService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<dyn ConnectionCache>,
+        providers: Arc<dyn ProviderGateway>,
+        keyring: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
+        policy: RefreshPolicy,
+    ) -> Self {
+        Self {
+            store,
+            cache,
+            providers,
+            keyring,
+            clock,
+            policy,
+            instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            gates: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn policy(&self) -> &RefreshPolicy {
+        &self.policy
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// A connection of `workspace`, from the cache or the store. Another workspace's
+    /// connection is "not found", exactly like a missing one.
+    pub async fn connection(
+        &self,
+        workspace: &WorkspaceId,
+        id: &ConnectionId,
+    ) -> Result<(Connection, ReadPath), ServiceError> {
+        let (conn, path) = match self.cache.get(id).await {
+            Some(c) => (c, ReadPath::CacheHit),
+            None => {
+                let c = self
+                    .store
+                    .get_connection(id)
+                    .await?
+                    .ok_or(ServiceError::NotFound("connection"))?;
+                self.cache.put(&c).await;
+                (c, ReadPath::CacheMiss)
+            }
+        };
+        if &conn.workspace_id != workspace {
+            return Err(ServiceError::NotFound("connection"));
+        }
+        Ok((conn, path))
+    }
+
+    pub async fn list(
+        &self,
+        workspace: &WorkspaceId,
+        filter: &ConnectionFilter,
+    ) -> Result<Vec<Connection>, ServiceError> {
+        Ok(self.store.list_connections(workspace, filter).await?)
+    }
+
+    pub async fn find(
+        &self,
+        workspace: &WorkspaceId,
+        provider: &ProviderName,
+        actor_type: &ActorType,
+        actor_id: &ActorId,
+    ) -> Result<Option<Connection>, ServiceError> {
+        Ok(self
+            .store
+            .find_connection(workspace, provider, actor_type, actor_id)
+            .await?)
+    }
+
+    /// An access token for the connection, refreshed first when it is due.
+    pub async fn token(
+        &self,
+        workspace: &WorkspaceId,
+        id: &ConnectionId,
+        req: TokenRequest,
+    ) -> Result<IssuedToken, ServiceError> {
+        let (conn, path) = self.connection(workspace, id).await?;
+        ensure_usable(&conn)?;
+        let now = self.clock.now();
+        if !req.force_refresh && !self.is_due(&conn, now, req.min_ttl) {
+            return self.issue(&conn, path);
+        }
+        self.refresh_single_flight(conn, req).await
+    }
+
+    /// Whether the connection's token must be refreshed before it is handed out.
+    pub fn is_due(&self, conn: &Connection, now: Timestamp, min_ttl: Option<Duration>) -> bool {
+        let Some(expires_at) = conn.expires_at else {
+            // The provider did not say when it expires; only a forced refresh touches it.
+            return false;
+        };
+        if let Some(ttl) = min_ttl {
+            if now.plus(ttl) > expires_at {
+                return true;
+            }
+        }
+        match conn.next_refresh_at {
+            Some(at) => now >= at,
+            None => now >= expires_at.minus(self.policy.min_remaining),
+        }
+    }
+
+    fn satisfies(&self, conn: &Connection, now: Timestamp, req: &TokenRequest) -> bool {
+        !self.is_due(conn, now, req.min_ttl)
+    }
+
+    /// Whether the current token can still be used (unexpired, and long enough for `min_ttl`).
+    fn still_valid(conn: &Connection, now: Timestamp, min_ttl: Option<Duration>) -> bool {
+        match conn.expires_at {
+            None => true,
+            Some(exp) => now.plus(min_ttl.unwrap_or(Duration::ZERO)) < exp,
+        }
+    }
+
+    fn issue(&self, conn: &Connection, path: ReadPath) -> Result<IssuedToken, ServiceError> {
+        let token = self
+            .keyring
+            .open_string(&conn.access_token, conn.binding(ACCESS_TOKEN))?;
+        Ok(IssuedToken {
+            access_token: SecretString::from(token.as_str()),
+            token_type: conn.token_type.clone(),
+            expires_at: conn.expires_at,
+            scopes: conn.scopes.clone(),
+            connection_id: conn.id.clone(),
+            path,
+        })
+    }
+
+    async fn enter_gate(
+        &self,
+        id: &ConnectionId,
+    ) -> (GateGuard<'_>, tokio::sync::OwnedMutexGuard<()>) {
+        let gate = {
+            let mut gates = self
+                .gates
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            gates.entry(id.clone()).or_default().clone()
+        };
+        let held = gate.clone().lock_owned().await;
+        (
+            GateGuard {
+                service: self,
+                id: id.clone(),
+                gate: Some(gate),
+            },
+            held,
+        )
+    }
+
+    async fn reload(&self, id: &ConnectionId) -> Result<Connection, ServiceError> {
+        let conn = self
+            .store
+            .get_connection(id)
+            .await?
+            .ok_or(ServiceError::NotFound("connection"))?;
+        self.cache.put(&conn).await;
+        Ok(conn)
+    }
+
+    async fn refresh_single_flight(
+        &self,
+        seen: Connection,
+        req: TokenRequest,
+    ) -> Result<IssuedToken, ServiceError> {
+        let (_gate, _held) = self.enter_gate(&seen.id).await;
+        // Whoever was ahead of us may have refreshed already (here or in another process).
+        let current = self.reload(&seen.id).await?;
+        ensure_usable(&current)?;
+        let now = self.clock.now();
+        let someone_refreshed = current.version != seen.version;
+        if self.satisfies(&current, now, &req) && (someone_refreshed || !req.force_refresh) {
+            return self.issue(&current, ReadPath::Joined);
+        }
+        self.refresh_across_processes(current, req).await
+    }
+
+    async fn refresh_across_processes(
+        &self,
+        current: Connection,
+        req: TokenRequest,
+    ) -> Result<IssuedToken, ServiceError> {
+        let owner = format!("{}:{}", self.instance, random::token());
+        let wait_until = self
+            .clock
+            .now()
+            .plus(self.policy.lease + self.policy.provider_timeout);
+        let mut counted_locked = false;
+        let mut current = current;
+        loop {
+            let now = self.clock.now();
+            let until = now.plus(self.policy.lease);
+            match self
+                .store
+                .try_acquire_lease(&current.id, &owner, now, until)
+                .await?
+            {
+                Some(leased) => {
+                    ensure_usable_or_release(self, &leased, &owner).await?;
+                    let refreshed_meanwhile = leased.version != current.version;
+                    if self.satisfies(&leased, now, &req)
+                        && (refreshed_meanwhile || !req.force_refresh)
+                    {
+                        self.store.release_lease(&leased.id, &owner, None).await?;
+                        self.cache.put(&leased).await;
+                        return self.issue(&leased, ReadPath::Joined);
+                    }
+                    return self.refresh_under_lease(leased, &owner, req).await;
+                }
+                None => {
+                    if !counted_locked {
+                        events::record(&current.provider, OAuthEvent::RefreshLocked);
+                        counted_locked = true;
+                    }
+                    // Another process is refreshing. A token that is still valid serves the
+                    // caller now; only a caller that cannot use it waits for the new one.
+                    if !req.force_refresh && Self::still_valid(&current, now, req.min_ttl) {
+                        return self.issue(&current, ReadPath::Joined);
+                    }
+                    if now >= wait_until {
+                        return Err(ServiceError::ProviderUnavailable {
+                            detail: "another instance is refreshing this connection and has not finished".into(),
+                            retry_after: Some(Duration::from_secs(1)),
+                        });
+                    }
+                    tokio::time::sleep(self.policy.lock_poll).await;
+                    let latest = self.reload(&current.id).await?;
+                    ensure_usable(&latest)?;
+                    if latest.version != current.version
+                        && self.satisfies(
+                            &latest,
+                            self.clock.now(),
+                            &TokenRequest {
+                                force_refresh: false,
+                                ..req
+                            },
+                        )
+                    {
+                        return self.issue(&latest, ReadPath::Joined);
+                    }
+                    current = latest;
+                }
+            }
+        }
+    }
+
+    async fn refresh_under_lease(
+        &self,
+        leased: Connection,
+        owner: &str,
+        req: TokenRequest,
+    ) -> Result<IssuedToken, ServiceError> {
+        let provider = leased.provider.clone();
+        events::record(&provider, OAuthEvent::RefreshStart);
+        let started = std::time::Instant::now();
+        let result = self.call_provider(&leased, owner).await;
+        metrics::histogram!("refresh_latency_seconds", "provider" => provider.as_str().to_owned())
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(tokens) => self.save_refresh(leased, owner, tokens).await,
+            Err(RefreshFailure::InvalidGrant(description)) => {
+                self.on_invalid_grant(leased, owner, description, req).await
+            }
+            Err(RefreshFailure::NoRefreshToken) => {
+                events::record(&provider, OAuthEvent::RefreshFailed);
+                if Self::still_valid(&leased, self.clock.now(), None) && !req.force_refresh {
+                    self.store.release_lease(&leased.id, owner, None).await?;
+                    return self.issue(&leased, ReadPath::Joined);
+                }
+                let reason = "no_refresh_token: the provider issued no refresh token; the user must reconnect";
+                self.mark_reauth(&leased, owner, reason).await
+            }
+            Err(RefreshFailure::Transient {
+                detail,
+                retry_after,
+            }) => {
+                events::record(&provider, OAuthEvent::RefreshFailed);
+                let retry_at = self
+                    .clock
+                    .now()
+                    .plus(retry_after.unwrap_or(self.policy.backoff_max));
+                self.store
+                    .release_lease(&leased.id, owner, Some(retry_at))
+                    .await?;
+                warn!(connection_id = %leased.id, %provider, %detail, "refresh failed transiently; status unchanged");
+                if Self::still_valid(&leased, self.clock.now(), None) && !req.force_refresh {
+                    // Degrade gracefully: the current token still works for a while.
+                    return self.issue(&leased, ReadPath::Joined);
+                }
+                Err(ServiceError::ProviderUnavailable {
+                    detail,
+                    retry_after,
+                })
+            }
+            Err(RefreshFailure::Rejected(detail)) => {
+                events::record(&provider, OAuthEvent::RefreshFailed);
+                let retry_at = self.clock.now().plus(self.policy.backoff_max);
+                self.store
+                    .release_lease(&leased.id, owner, Some(retry_at))
+                    .await?;
+                warn!(connection_id = %leased.id, %provider, %detail, "provider refused the refresh request");
+                Err(ServiceError::ProviderRejected { detail })
+            }
+            Err(RefreshFailure::Internal(e)) => {
+                self.store.release_lease(&leased.id, owner, None).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Calls the token endpoint with retries for transient failures, all within the lease.
+    async fn call_provider(
+        &self,
+        leased: &Connection,
+        owner: &str,
+    ) -> Result<TokenSet, RefreshFailure> {
+        let Some(sealed) = leased.refresh_token.as_ref() else {
+            return Err(RefreshFailure::NoRefreshToken);
+        };
+        let refresh_token = self
+            .keyring
+            .open_string(sealed, leased.binding(REFRESH_TOKEN))
+            .map_err(|e| RefreshFailure::Internal(e.into()))?;
+        let lease_end = leased
+            .lease_until
+            .unwrap_or_else(|| self.clock.now().plus(self.policy.lease));
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let call = self
+                .providers
+                .refresh(&leased.provider, refresh_token.as_str());
+            let outcome = match tokio::time::timeout(self.policy.provider_timeout, call).await {
+                Ok(r) => r,
+                Err(_) => Err(OAuthError::Transient {
+                    detail: format!(
+                        "token endpoint did not answer within {:?}",
+                        self.policy.provider_timeout
+                    ),
+                    retry_after: None,
+                    timed_out: true,
+                }),
+            };
+            match outcome {
+                Ok(tokens) => return Ok(tokens),
+                Err(OAuthError::InvalidGrant { description }) => {
+                    return Err(RefreshFailure::InvalidGrant(description));
+                }
+                Err(OAuthError::Transient {
+                    detail,
+                    retry_after,
+                    ..
+                }) => {
+                    let wait = retry_after
+                        .map(|r| r.max(self.policy.backoff(attempt)))
+                        .unwrap_or_else(|| self.policy.backoff(attempt));
+                    let next_deadline = self.clock.now().plus(wait + self.policy.provider_timeout);
+                    if attempt >= self.policy.attempts || next_deadline >= lease_end {
+                        return Err(RefreshFailure::Transient {
+                            detail,
+                            retry_after,
+                        });
+                    }
+                    debug!(connection_id = %leased.id, attempt, ?wait, %detail, owner, "retrying refresh");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(OAuthError::Rejected { detail }) => {
+                    return Err(RefreshFailure::Rejected(detail));
+                }
+                Err(OAuthError::UnknownProvider) => {
+                    return Err(RefreshFailure::Rejected(format!(
+                        "provider {} is no longer configured",
+                        leased.provider
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn save_refresh(
+        &self,
+        leased: Connection,
+        owner: &str,
+        tokens: TokenSet,
+    ) -> Result<IssuedToken, ServiceError> {
+        let now = self.clock.now();
+        if tokens.access_token.expose_secret().is_empty() {
+            events::record(&leased.provider, OAuthEvent::MissingAccessToken);
+            self.store
+                .release_lease(&leased.id, owner, Some(now.plus(self.policy.backoff_max)))
+                .await?;
+            return Err(ServiceError::ProviderRejected {
+                detail: "the token endpoint answered without an access_token".into(),
+            });
+        }
+        let expires_at = tokens.expires_in.map(|s| now.plus(Duration::from_secs(s)));
+        let update = TokenUpdate {
+            access_token: self.keyring.seal(
+                tokens.access_token.expose_secret().as_bytes(),
+                leased.binding(ACCESS_TOKEN),
+            ),
+            refresh_token: tokens.refresh_token.as_ref().map(|rt| {
+                self.keyring
+                    .seal(rt.expose_secret().as_bytes(), leased.binding(REFRESH_TOKEN))
+            }),
+            token_type: normalize_token_type(&tokens.token_type),
+            expires_at,
+            scopes: tokens.scope.clone(),
+            next_refresh_at: expires_at.map(|e| self.policy.refresh_at(now, e)),
+            now,
+        };
+        match self
+            .store
+            .complete_refresh(&leased.id, owner, leased.version, &update)
+            .await?
+        {
+            Some(saved) => {
+                self.cache.put(&saved).await;
+                events::record(&saved.provider, OAuthEvent::RefreshOk);
+                info!(connection_id = %saved.id, provider = %saved.provider, version = saved.version, "token refreshed");
+                self.issue(&saved, ReadPath::Refreshed)
+            }
+            None => {
+                // Our lease expired and someone else wrote first. Their token is the one to use;
+                // ours is dropped (with rotation, the one stored is the live one).
+                events::record(&leased.provider, OAuthEvent::RefreshFailed);
+                warn!(connection_id = %leased.id, "refresh lost its lease before saving; using the stored token");
+                let latest = self.reload(&leased.id).await?;
+                ensure_usable(&latest)?;
+                self.issue(&latest, ReadPath::Joined)
+            }
+        }
+    }
+
+    async fn on_invalid_grant(
+        &self,
+        leased: Connection,
+        owner: &str,
+        description: String,
+        req: TokenRequest,
+    ) -> Result<IssuedToken, ServiceError> {
+        events::record(&leased.provider, OAuthEvent::RefreshFailed);
+        // Before declaring the grant dead: did another process refresh (and rotate the token
+        // we presented) while we held an expired lease?
+        let latest = self.reload(&leased.id).await?;
+        if latest.version != leased.version {
+            ensure_usable(&latest)?;
+            if Self::still_valid(&latest, self.clock.now(), req.min_ttl) {
+                return self.issue(&latest, ReadPath::Joined);
+            }
+        }
+        let reason = format!("invalid_grant: {}", truncate(&description, 200));
+        self.mark_reauth(&leased, owner, &reason).await
+    }
+
+    async fn mark_reauth(
+        &self,
+        leased: &Connection,
+        owner: &str,
+        reason: &str,
+    ) -> Result<IssuedToken, ServiceError> {
+        let now = self.clock.now();
+        match self
+            .store
+            .mark_needs_reauth(&leased.id, owner, leased.version, reason, now)
+            .await?
+        {
+            Some(saved) => {
+                self.cache.put(&saved).await;
+                warn!(connection_id = %saved.id, provider = %saved.provider, reason, "connection needs re-authorization");
+                Err(ServiceError::NeedsReauth {
+                    reason: reason.to_owned(),
+                })
+            }
+            None => {
+                let latest = self.reload(&leased.id).await?;
+                ensure_usable(&latest)?;
+                self.issue(&latest, ReadPath::Joined)
+            }
+        }
+    }
+
+    /// Stores tokens for an actor: a new connection, or new tokens for the existing one.
+    pub async fn store_new(&self, new: NewConnection) -> Result<Connection, ServiceError> {
+        if new.tokens.access_token.expose_secret().is_empty() {
+            events::record(&new.provider, OAuthEvent::MissingAccessToken);
+            return Err(ServiceError::ProviderRejected {
+                detail: "the token endpoint answered without an access_token".into(),
+            });
+        }
+        let now = self.clock.now();
+        let expires_at = new.expires_at.or_else(|| {
+            new.tokens
+                .expires_in
+                .map(|s| now.plus(Duration::from_secs(s)))
+        });
+        let scopes = new
+            .tokens
+            .scope
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| new.requested_scopes.clone());
+        // Two callbacks for one actor can race; the loser re-seals for the winner's id.
+        for _ in 0..3 {
+            let existing = self
+                .store
+                .find_connection(
+                    &new.workspace_id,
+                    &new.provider,
+                    &new.actor_type,
+                    &new.actor_id,
+                )
+                .await?;
+            let mut conn = Connection {
+                id: existing
+                    .as_ref()
+                    .map(|c| c.id.clone())
+                    .unwrap_or_else(ConnectionId::generate),
+                workspace_id: new.workspace_id.clone(),
+                provider: new.provider.clone(),
+                actor_type: new.actor_type.clone(),
+                actor_id: new.actor_id.clone(),
+                scopes: scopes.clone(),
+                token_type: normalize_token_type(&new.tokens.token_type),
+                access_token: Vec::new(),
+                refresh_token: None,
+                expires_at,
+                status: ConnectionStatus::Active,
+                status_reason: None,
+                version: 1,
+                lease_owner: None,
+                lease_until: None,
+                created_at: existing.as_ref().map(|c| c.created_at).unwrap_or(now),
+                updated_at: now,
+                last_refreshed_at: None,
+                next_refresh_at: expires_at.map(|e| self.policy.refresh_at(now, e)),
+                refresh_failures: 0,
+            };
+            conn.access_token = self.keyring.seal(
+                new.tokens.access_token.expose_secret().as_bytes(),
+                conn.binding(ACCESS_TOKEN),
+            );
+            conn.refresh_token = new.tokens.refresh_token.as_ref().map(|rt| {
+                self.keyring
+                    .seal(rt.expose_secret().as_bytes(), conn.binding(REFRESH_TOKEN))
+            });
+            match self.store.upsert_connection(&conn).await {
+                Ok(saved) => {
+                    self.cache.put(&saved).await;
+                    events::record(&saved.provider, OAuthEvent::TokensStored);
+                    return Ok(saved);
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict("connection changed concurrently three times".into()).into())
+    }
+
+    /// Revokes the grant at the provider (RFC 7009) where possible, then deletes the
+    /// connection. The deletion happens even when revocation fails: the caller asked for the
+    /// account to be disconnected, and keeping its tokens would be worse.
+    pub async fn delete(
+        &self,
+        workspace: &WorkspaceId,
+        id: &ConnectionId,
+    ) -> Result<Deletion, ServiceError> {
+        let conn = self
+            .store
+            .get_connection(id)
+            .await?
+            .filter(|c| &c.workspace_id == workspace)
+            .ok_or(ServiceError::NotFound("connection"))?;
+        let deletion = self.revoke(&conn).await;
+        self.store.delete_connection(workspace, id).await?;
+        self.cache.invalidate(id).await;
+        info!(connection_id = %id, provider = %conn.provider, revoked = deletion.revoked, "connection deleted");
+        Ok(deletion)
+    }
+
+    async fn revoke(&self, conn: &Connection) -> Deletion {
+        // Revoking the refresh token ends the whole grant at RFC 7009 providers.
+        let (sealed, column, kind) = match &conn.refresh_token {
+            Some(rt) => (rt.as_slice(), REFRESH_TOKEN, TokenKind::RefreshToken),
+            None => (
+                conn.access_token.as_slice(),
+                ACCESS_TOKEN,
+                TokenKind::AccessToken,
+            ),
+        };
+        let token = match self.keyring.open_string(sealed, conn.binding(column)) {
+            Ok(t) => t,
+            Err(e) => {
+                return Deletion {
+                    revoked: false,
+                    revocation_note: Some(format!("token could not be decrypted: {e}")),
+                };
+            }
+        };
+        let call = self.providers.revoke(&conn.provider, token.as_str(), kind);
+        match tokio::time::timeout(self.policy.provider_timeout, call).await {
+            Ok(Ok(true)) => Deletion {
+                revoked: true,
+                revocation_note: None,
+            },
+            Ok(Ok(false)) => Deletion {
+                revoked: false,
+                revocation_note: Some("the provider has no revocation endpoint".into()),
+            },
+            Ok(Err(e)) => Deletion {
+                revoked: false,
+                revocation_note: Some(format!("revocation failed: {e}")),
+            },
+            Err(_) => Deletion {
+                revoked: false,
+                revocation_note: Some("revocation timed out".into()),
+            },
+        }
+    }
+}
+
+enum RefreshFailure {
+    InvalidGrant(String),
+    NoRefreshToken,
+    Transient {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    Rejected(String),
+    Internal(ServiceError),
+}
+
+fn ensure_usable(conn: &Connection) -> Result<(), ServiceError> {
+    match conn.status {
+        ConnectionStatus::Active => Ok(()),
+        ConnectionStatus::NeedsReauth => Err(ServiceError::NeedsReauth {
+            reason: conn
+                .status_reason
+                .clone()
+                .unwrap_or_else(|| "the grant is no longer valid".into()),
+        }),
+        ConnectionStatus::Revoked => Err(ServiceError::Revoked),
+    }
+}
+
+async fn ensure_usable_or_release(
+    service: &TokenService,
+    leased: &Connection,
+    owner: &str,
+) -> Result<(), ServiceError> {
+    if let Err(e) = ensure_usable(leased) {
+        service.store.release_lease(&leased.id, owner, None).await?;
+        service.cache.put(leased).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// RFC 6749 token types are case-insensitive; `Bearer` is the canonical spelling.
+fn normalize_token_type(t: &str) -> String {
+    if t.is_empty() || t.eq_ignore_ascii_case("bearer") {
+        "Bearer".to_owned()
+    } else {
+        t.to_owned()
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}
