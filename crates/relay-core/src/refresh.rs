@@ -180,10 +180,11 @@ impl Drop for GateGuard<'_> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         drop(gate);
-        if let Some(g) = gates.get(&self.id) {
-            if Arc::strong_count(g) == 1 {
-                gates.remove(&self.id);
-            }
+        if gates
+            .get(&self.id)
+            .is_some_and(|g| Arc::strong_count(g) == 1)
+        {
+            gates.remove(&self.id);
         }
     }
 }
@@ -285,10 +286,8 @@ impl TokenService {
             // The provider did not say when it expires; only a forced refresh touches it.
             return false;
         };
-        if let Some(ttl) = min_ttl {
-            if now.plus(ttl) > expires_at {
-                return true;
-            }
+        if min_ttl.is_some_and(|ttl| now.plus(ttl) > expires_at) {
+            return true;
         }
         match conn.next_refresh_at {
             Some(at) => now >= at,
