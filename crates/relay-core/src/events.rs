@@ -59,3 +59,16 @@ pub fn record(provider: &ProviderName, event: OAuthEvent) {
     )
     .increment(1);
 }
+
+/// Registers every event series of a provider at zero, so that dashboards and alerts see
+/// them from the start rather than after the first occurrence.
+pub fn register(provider: &ProviderName) {
+    for event in OAuthEvent::ALL {
+        metrics::counter!(
+            "oauth_events_total",
+            "provider" => provider.as_str().to_owned(),
+            "event" => event.as_str()
+        )
+        .increment(0);
+    }
+}

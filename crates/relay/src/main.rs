@@ -1,1 +1,22 @@
-fn main() {}
+//! `relay`: one binary. `serve` runs the gateway; the other subcommands are operations on the
+//! same configuration (migrations, API keys).
+
+mod cli;
+mod config;
+mod keys;
+mod runtime;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the context chain on one line; no secret is ever in it.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

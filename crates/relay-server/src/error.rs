@@ -1,0 +1,180 @@
+//! One error type for the whole API and one JSON shape:
+//! `{"error": {"code": "snake_case", "message": "..."}}`.
+//!
+//! Codes are stable (clients switch on them). 5xx bodies say nothing internal: the cause is
+//! logged once, here, with the request's span (which carries the request id).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use relay_core::ServiceError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+/// The error envelope, as documented in the OpenAPI description.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, snake_case; switch on this.
+    pub code: String,
+    /// Human-readable; may change.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an internal error occurred; the request id identifies it in the logs",
+        )
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::InvalidInput(v) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                v.to_string(),
+            ),
+            ServiceError::NotFound(what) => Self::not_found(what),
+            ServiceError::NeedsReauth { reason } => Self::new(
+                StatusCode::CONFLICT,
+                "needs_reauth",
+                format!("the user must reconnect this account ({reason})"),
+            ),
+            ServiceError::Revoked => Self::new(
+                StatusCode::CONFLICT,
+                "connection_revoked",
+                "the connection was revoked",
+            ),
+            ServiceError::ProviderUnavailable {
+                detail,
+                retry_after,
+            } => {
+                tracing::warn!(%detail, "provider unavailable");
+                Self {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "provider_unavailable",
+                    message: format!("the provider is temporarily unavailable: {detail}"),
+                    retry_after: Some(retry_after.unwrap_or(Duration::from_secs(5))),
+                }
+            }
+            ServiceError::ProviderRejected { detail } => {
+                tracing::warn!(%detail, "provider rejected a request");
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "provider_error",
+                    format!("the provider refused the request: {detail}"),
+                )
+            }
+            ServiceError::Vault(err) => {
+                tracing::error!(error = %err, "stored token could not be decrypted");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "token_undecryptable",
+                    "a stored token could not be decrypted with the configured keys",
+                )
+            }
+            ServiceError::Store(err) => {
+                tracing::error!(error = %err, "storage failure");
+                match err {
+                    relay_core::StoreError::Unavailable(_) => Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "database_unavailable",
+                        "the database is unavailable",
+                    ),
+                    _ => Self::internal(),
+                }
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonDataError(e) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                e.body_text(),
+            ),
+            JsonRejection::JsonSyntaxError(e) => Self::bad_request("invalid_json", e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ),
+            other => Self::bad_request("invalid_request", other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::bad_request("invalid_query", r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(ra) = self.retry_after {
+            let secs = ra.as_secs().max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}

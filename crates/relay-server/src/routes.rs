@@ -1,0 +1,5 @@
+//! Handlers, grouped by resource.
+
+pub mod connections;
+pub mod health;
+pub mod oauth;

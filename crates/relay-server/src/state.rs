@@ -1,0 +1,94 @@
+//! The application state handed to every handler: explicit `Arc` handles, no globals.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use relay_core::Clock;
+use relay_core::connect::ConnectService;
+use relay_core::ports::Store;
+use relay_core::refresh::TokenService;
+use relay_providers::Catalog;
+use url::Url;
+
+use crate::auth::ApiKeys;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub tokens: Arc<TokenService>,
+    pub connect: Arc<ConnectService>,
+    pub store: Arc<dyn Store>,
+    pub catalog: Arc<Catalog>,
+    pub api_keys: Arc<ApiKeys>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Arc<ServerSettings>,
+    pub metrics: PrometheusHandle,
+}
+
+/// Server behaviour that comes from configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSettings {
+    /// Where a connect flow may send the browser afterwards. A `return_to` must have the same
+    /// scheme, host and port as one entry, and a path under that entry's path.
+    pub return_to_allow: Vec<Url>,
+    /// The primary encryption key's id, reported by `/ready`.
+    pub primary_key_id: String,
+}
+
+impl ServerSettings {
+    pub fn return_to_allowed(&self, candidate: &Url) -> bool {
+        if !candidate.username().is_empty() || candidate.password().is_some() {
+            return false;
+        }
+        self.return_to_allow.iter().any(|allowed| {
+            allowed.scheme() == candidate.scheme()
+                && allowed.host_str() == candidate.host_str()
+                && allowed.port_or_known_default() == candidate.port_or_known_default()
+                && path_under(allowed.path(), candidate.path())
+        })
+    }
+}
+
+/// `/app/` allows `/app/x`; `/app` allows `/app` and `/app/x` but not `/application`.
+fn path_under(base: &str, path: &str) -> bool {
+    if base.ends_with('/') {
+        path.starts_with(base)
+    } else {
+        path == base || path.starts_with(&format!("{base}/"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_allow_list_is_exact_on_origin_and_prefix_on_path() {
+        let s = ServerSettings {
+            return_to_allow: vec![
+                Url::parse("https://app.example.com/settings").expect("url"),
+                Url::parse("http://127.0.0.1:3000/").expect("url"),
+            ],
+            primary_key_id: String::new(),
+        };
+        let allowed = [
+            "https://app.example.com/settings",
+            "https://app.example.com/settings/connections?x=1",
+            "http://127.0.0.1:3000/anything",
+        ];
+        let refused = [
+            "https://app.example.com/settingsx",
+            "https://app.example.com.evil.com/settings",
+            "http://app.example.com/settings",
+            "https://app.example.com:8443/settings",
+            "https://user@app.example.com/settings",
+            "http://127.0.0.1:3001/",
+            "javascript:alert(1)",
+        ];
+        for a in allowed {
+            assert!(s.return_to_allowed(&Url::parse(a).expect("url")), "{a}");
+        }
+        for r in refused {
+            assert!(!s.return_to_allowed(&Url::parse(r).expect("url")), "{r}");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The command line: `serve`, `migrate`, `api-key create|revoke`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use relay_core::{Clock, SystemClock};
+
+use crate::config::Config;
+use crate::runtime;
+
+#[derive(Parser)]
+#[command(
+    name = "relay",
+    version,
+    about = "Connect your users' accounts, keep their tokens fresh, act on their behalf."
+)]
+pub struct Cli {
+    /// Configuration file (default: $RELAY_CONFIG, or ./relay.toml when it exists).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Apply database migrations (they also run at `serve`), or undo them.
+    Migrate {
+        /// Undo migrations down to this version (0 removes every table).
+        #[arg(long, value_name = "VERSION")]
+        undo_to: Option<i64>,
+    },
+    /// Manage API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create an API key for a workspace (created if needed). The key is printed once, as
+    /// the last line of standard output; only its hash is stored.
+    Create {
+        #[arg(long)]
+        workspace: String,
+        /// Requests per minute for this key (default: the configured limit).
+        #[arg(long)]
+        rate_limit: Option<i64>,
+    },
+    /// Revoke an API key by its id (`key_...`).
+    Revoke { id: String },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    runtime::init_logging(&config.log_format);
+    match cli.command {
+        Command::Serve => runtime::serve(config).await,
+        Command::Migrate { undo_to } => {
+            let db = relay_store::connect(&config.database_url)
+                .await
+                .context("opening the database")?;
+            match undo_to {
+                Some(v) => {
+                    db.undo_to(v).await.context("undoing migrations")?;
+                    println!("migrations undone to version {v}");
+                }
+                None => {
+                    db.migrate().await.context("running migrations")?;
+                    println!("migrations applied");
+                }
+            }
+            db.close().await;
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Create {
+            workspace,
+            rate_limit,
+        }) => {
+            use secrecy::ExposeSecret;
+            let name = workspace.trim();
+            if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                anyhow::bail!("--workspace must be 1 to 128 printable characters");
+            }
+            if rate_limit.is_some_and(|r| r <= 0) {
+                anyhow::bail!("--rate-limit must be positive");
+            }
+            let db = runtime::open_database(&config).await?;
+            let store = db.store();
+            let now = SystemClock.now();
+            let ws = store
+                .ensure_workspace(name, now)
+                .await
+                .context("creating the workspace")?;
+            let minted = relay_server::auth::mint_api_key(ws.id.clone(), now, rate_limit);
+            store
+                .insert_api_key(&minted.record)
+                .await
+                .context("storing the API key")?;
+            db.close().await;
+            eprintln!(
+                "created API key {} for workspace {:?} ({}); it is shown once:",
+                minted.record.id, ws.name, ws.id
+            );
+            println!("{}", minted.secret.expose_secret());
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
+            let db = runtime::open_database(&config).await?;
+            let revoked = db
+                .store()
+                .revoke_api_key(&id, SystemClock.now())
+                .await
+                .context("revoking the API key")?;
+            db.close().await;
+            if revoked {
+                println!("revoked {id}");
+                Ok(())
+            } else {
+                anyhow::bail!("no active API key {id}")
+            }
+        }
+    }
+}

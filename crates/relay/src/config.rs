@@ -1,0 +1,271 @@
+//! Configuration: `relay.toml` (from `--config`, `RELAY_CONFIG`, or `./relay.toml` when it
+//! exists), with the environment overriding the file. Defaults give the embedded mode:
+//! 127.0.0.1:8080, SQLite in `./relay-data`, an in-process cache.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use relay_core::ProviderName;
+use relay_providers::{ProviderKind, ProviderSettings};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub public_base_url: Option<String>,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub oauth: OAuthConfig,
+    #[serde(default)]
+    pub refresh: RefreshConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` (default) or `json`.
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// How long a started connect flow stays valid.
+    pub flow_ttl_secs: u64,
+    /// URLs a flow's `return_to` may point under.
+    pub return_to_allow: Vec<String>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            flow_ttl_secs: 600,
+            return_to_allow: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshConfig {
+    /// A token is due when less than max(min_remaining_secs, fraction × lifetime) remains.
+    pub min_remaining_secs: u64,
+    pub fraction: f64,
+    pub lease_secs: u64,
+    pub provider_timeout_ms: u64,
+    pub attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            min_remaining_secs: 60,
+            fraction: 0.10,
+            lease_secs: 30,
+            provider_timeout_ms: 10_000,
+            attempts: 3,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 8_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub capacity: u64,
+    /// Bounds how stale another replica's view can be without Redis.
+    pub ttl_secs: u64,
+    pub api_key_ttl_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            ttl_secs: 30,
+            api_key_ttl_secs: 5,
+        }
+    }
+}
+
+/// The resolved configuration every subcommand uses.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    /// True when the database is the default SQLite file in the data directory.
+    pub embedded: bool,
+    pub public_base_url: Option<String>,
+    pub log_format: String,
+    pub oauth: OAuthConfig,
+    pub refresh: RefreshConfig,
+    pub cache: CacheConfig,
+    pub providers: BTreeMap<ProviderName, ProviderSettings>,
+}
+
+/// Reads one environment variable, treating empty as unset.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn env_bool(name: &str) -> anyhow::Result<Option<bool>> {
+    match env(name) {
+        None => Ok(None),
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(Some(true)),
+            "0" | "false" | "no" | "off" => Ok(Some(false)),
+            _ => bail!("{name} must be true or false, not {v:?}"),
+        },
+    }
+}
+
+impl Config {
+    pub fn load(explicit: Option<&Path>) -> anyhow::Result<Self> {
+        let path = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| env("RELAY_CONFIG").map(PathBuf::from))
+            .or_else(|| Some(PathBuf::from("relay.toml")).filter(|p| p.exists()));
+        let file: FileConfig = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading configuration file {}", p.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing configuration file {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Self::resolve(file)
+    }
+
+    fn resolve(file: FileConfig) -> anyhow::Result<Self> {
+        let listen = env("RELAY_LISTEN")
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let data_dir = env("RELAY_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("relay-data"));
+        let (database_url, embedded) = match env("DATABASE_URL").or(file.database_url) {
+            Some(url) => (url, false),
+            None => (
+                format!("sqlite://{}?mode=rwc", data_dir.join("relay.db").display()),
+                true,
+            ),
+        };
+        let mut providers = BTreeMap::new();
+        for (name, settings) in file.providers {
+            let parsed = ProviderName::parse(&name)
+                .map_err(|e| anyhow::anyhow!("[providers.{name}]: {e}"))?;
+            providers.insert(parsed, settings);
+        }
+        // GOOGLE_CLIENT_ID / MICROSOFT_CLIENT_ID enable those providers without a file.
+        for (prefix, name, kind) in [
+            ("GOOGLE", "google", ProviderKind::Google),
+            ("MICROSOFT", "microsoft", ProviderKind::Microsoft),
+        ] {
+            let id = env(&format!("{prefix}_CLIENT_ID"));
+            let secret = env(&format!("{prefix}_CLIENT_SECRET"));
+            if id.is_none() && secret.is_none() {
+                continue;
+            }
+            let key = ProviderName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let entry = providers.entry(key).or_insert_with(|| ProviderSettings {
+                kind: Some(kind),
+                ..Default::default()
+            });
+            if let Some(id) = id {
+                entry.client_id = id;
+            }
+            if let Some(secret) = secret {
+                entry.client_secret = Some(secret);
+            }
+            if kind == ProviderKind::Microsoft {
+                if let Some(t) = env("MICROSOFT_TENANT") {
+                    entry.tenant = Some(t);
+                }
+            }
+        }
+        for (name, settings) in providers.iter_mut() {
+            let var = format!(
+                "PROVIDER_{}_ENABLED",
+                name.as_str().to_ascii_uppercase().replace('-', "_")
+            );
+            if let Some(v) = env_bool(&var)? {
+                settings.enabled = Some(v);
+            }
+        }
+        let log_format = env("RELAY_LOG_FORMAT")
+            .or(file.log.format)
+            .unwrap_or_else(|| "pretty".into());
+        if !matches!(log_format.as_str(), "pretty" | "json") {
+            bail!("RELAY_LOG_FORMAT must be pretty or json, not {log_format:?}");
+        }
+        if file.refresh.lease_secs * 1000 <= file.refresh.provider_timeout_ms {
+            bail!("refresh.lease_secs must be longer than refresh.provider_timeout_ms");
+        }
+        if !(0.0..=0.9).contains(&file.refresh.fraction) {
+            bail!("refresh.fraction must be between 0 and 0.9");
+        }
+        Ok(Self {
+            listen,
+            data_dir,
+            database_url,
+            embedded,
+            public_base_url: env("RELAY_PUBLIC_BASE_URL").or(file.public_base_url),
+            log_format,
+            oauth: file.oauth,
+            refresh: file.refresh,
+            cache: file.cache,
+            providers,
+        })
+    }
+
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listen
+            .parse()
+            .with_context(|| format!("RELAY_LISTEN must be HOST:PORT, not {:?}", self.listen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_provider_table_parses() {
+        let text = r#"
+            [providers.test]
+            kind = "oidc"
+            issuer = "http://127.0.0.1:9400"
+            client_id = "relay-test"
+            client_secret = "relay-secret"
+            scopes = ["openid", "email", "offline_access"]
+        "#;
+        let f: FileConfig = toml::from_str(text).expect("parses");
+        let p = &f.providers["test"];
+        assert_eq!(p.kind, Some(ProviderKind::Oidc));
+        assert_eq!(p.scopes.as_ref().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_not_ignored() {
+        let err =
+            toml::from_str::<FileConfig>("[providers.x]\nkind = \"oidc\"\nclient_idd = \"typo\"")
+                .expect_err("refused");
+        assert!(err.to_string().contains("client_idd"), "{err}");
+    }
+}

@@ -1,0 +1,196 @@
+//! Wiring: open the database, check the keys, build the services, and serve.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use relay_core::connect::ConnectService;
+use relay_core::refresh::{RefreshPolicy, TokenService};
+use relay_core::{Clock, SystemClock};
+use relay_providers::Catalog;
+use relay_server::auth::ApiKeys;
+use relay_server::{AppState, ServerSettings};
+use relay_store::{Database, MemoryCache};
+use tracing::info;
+use url::Url;
+
+use crate::config::Config;
+use crate::keys;
+
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Logging may already be initialised (tests); that is fine.
+    let _ = if format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Opens the configured database and brings its schema up to date.
+pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    if config.embedded {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+    }
+    let db = relay_store::connect(&config.database_url)
+        .await
+        .context("opening the database")?;
+    db.migrate().await.context("running database migrations")?;
+    Ok(db)
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    relay_providers::install_crypto_provider();
+    let db = open_database(&config).await?;
+    let store = db.store();
+    let loaded = keys::load(&config, store.as_ref()).await?;
+    if let Some(path) = &loaded.generated_at {
+        tracing::warn!(
+            path = %path.display(),
+            "generated a new encryption key (OAUTH_ENCRYPTION_KEY was not set); back this file up: without it the stored tokens cannot be read"
+        );
+    }
+    let keyring = Arc::new(loaded.keyring);
+    let primary_key_id = keyring.primary_id().to_hex();
+    info!(key_id = %primary_key_id, database = db.kind().as_str(), "encryption key loaded");
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let http = relay_providers::http_client(Duration::from_millis(
+        config.refresh.provider_timeout_ms.max(1000),
+    ))
+    .context("building the HTTP client")?;
+    let catalog = Arc::new(
+        Catalog::new(http, config.providers.clone()).context("invalid provider configuration")?,
+    );
+    let cache = Arc::new(MemoryCache::new(
+        config.cache.capacity,
+        Duration::from_secs(config.cache.ttl_secs),
+    ));
+    let r = &config.refresh;
+    let policy = RefreshPolicy {
+        min_remaining: Duration::from_secs(r.min_remaining_secs),
+        fraction: r.fraction,
+        lease: Duration::from_secs(r.lease_secs),
+        provider_timeout: Duration::from_millis(r.provider_timeout_ms),
+        attempts: r.attempts.max(1),
+        backoff_base: Duration::from_millis(r.backoff_base_ms),
+        backoff_max: Duration::from_millis(r.backoff_max_ms),
+        lock_poll: Duration::from_millis(50),
+    };
+    let tokens = Arc::new(TokenService::new(
+        store.clone(),
+        cache,
+        catalog.clone(),
+        keyring.clone(),
+        clock.clone(),
+        policy,
+    ));
+
+    let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    let public_base_url = config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
+    Url::parse(&public_base_url).context("RELAY_PUBLIC_BASE_URL must be an absolute URL")?;
+    let connect = Arc::new(ConnectService::new(
+        store.clone(),
+        catalog.clone(),
+        tokens.clone(),
+        keyring.clone(),
+        clock.clone(),
+        &public_base_url,
+        Duration::from_secs(config.oauth.flow_ttl_secs),
+    ));
+    let return_to_allow = config
+        .oauth
+        .return_to_allow
+        .iter()
+        .map(|u| {
+            Url::parse(u)
+                .with_context(|| format!("oauth.return_to_allow: {u:?} is not an absolute URL"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let metrics = relay_server::metrics_handle();
+    for info in catalog.infos() {
+        relay_core::events::register(&info.name);
+    }
+    let state = AppState {
+        tokens,
+        connect,
+        store: store.clone(),
+        catalog,
+        api_keys: Arc::new(ApiKeys::new(
+            store.clone(),
+            clock.clone(),
+            Duration::from_secs(config.cache.api_key_ttl_secs),
+        )),
+        clock: clock.clone(),
+        settings: Arc::new(ServerSettings {
+            return_to_allow,
+            primary_key_id,
+        }),
+        metrics,
+    };
+
+    let janitor = tokio::spawn(purge_expired_flows(store.clone(), clock.clone()));
+    info!(
+        database = db.kind().as_str(),
+        public_base_url = %public_base_url,
+        "relay listening on http://{local}"
+    );
+    relay_server::serve(listener, state, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    janitor.abort();
+    db.close().await;
+    info!("relay stopped");
+    Ok(())
+}
+
+/// Expired connect flows are useless; keep the table small.
+async fn purge_expired_flows(store: Arc<dyn relay_core::ports::Store>, clock: Arc<dyn Clock>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.purge_expired_flows(clock.now()).await {
+            tracing::warn!(error = %e, "purging expired connect flows failed");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    info!("shutdown requested; finishing requests in flight");
+}
