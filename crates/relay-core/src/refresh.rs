@@ -286,7 +286,8 @@ impl TokenService {
             // The provider did not say when it expires; only a forced refresh touches it.
             return false;
         };
-        if min_ttl.is_some_and(|ttl| now.plus(ttl) > expires_at) {
+        // An expired token is always due, whatever backoff a failed refresh scheduled.
+        if now >= expires_at || min_ttl.is_some_and(|ttl| now.plus(ttl) > expires_at) {
             return true;
         }
         match conn.next_refresh_at {
@@ -458,7 +459,7 @@ impl TokenService {
             }
             Err(RefreshFailure::NoRefreshToken) => {
                 events::record(&provider, OAuthEvent::RefreshFailed);
-                if Self::still_valid(&leased, self.clock.now(), None) && !req.force_refresh {
+                if Self::still_valid(&leased, self.clock.now(), req.min_ttl) && !req.force_refresh {
                     self.store.release_lease(&leased.id, owner, None).await?;
                     return self.issue(&leased, ReadPath::Joined);
                 }
@@ -478,7 +479,7 @@ impl TokenService {
                     .release_lease(&leased.id, owner, Some(retry_at))
                     .await?;
                 warn!(connection_id = %leased.id, %provider, %detail, "refresh failed transiently; status unchanged");
-                if Self::still_valid(&leased, self.clock.now(), None) && !req.force_refresh {
+                if Self::still_valid(&leased, self.clock.now(), req.min_ttl) && !req.force_refresh {
                     // Degrade gracefully: the current token still works for a while.
                     return self.issue(&leased, ReadPath::Joined);
                 }

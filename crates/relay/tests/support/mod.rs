@@ -1,0 +1,351 @@
+//! Test support for the `relay` binary: start the real server as a child process on a free
+//! loopback port, against SQLite (a fresh data directory) or a fresh PostgreSQL database, and
+//! talk to it over HTTP.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub use relay_test_support::*;
+
+/// A fixed test key (Fernet format). Never a production key.
+pub const TEST_KEY: &str = "3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+pub fn relay_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_relay")
+}
+
+/// A port that was free a moment ago (needed when a provider must know Relay's callback URL
+/// before Relay starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        random_token(9).to_lowercase().replace(['-', '_'], "x")
+    )
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let p = std::env::temp_dir().join(unique("relay-test-"));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh PostgreSQL database, dropped at the end. `None` (skip) only outside CI when
+/// PostgreSQL is unreachable; under `CI=true` an unreachable server fails the test.
+pub struct PgDb {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+pub async fn pg_database() -> Option<PgDb> {
+    use sqlx::Connection;
+    let admin_url = std::env::var("RELAY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = match sqlx::PgConnection::connect(&admin_url).await {
+        Ok(c) => c,
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("PostgreSQL is required under CI=true but {admin_url} is unreachable: {e}");
+            }
+            eprintln!("skipping: PostgreSQL unreachable at {admin_url}: {e}");
+            return None;
+        }
+    };
+    let name = unique("relay_it_");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(&admin_url);
+    Some(PgDb {
+        url: format!("{base}/{name}"),
+        name,
+        admin_url,
+    })
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let admin = self.admin_url.clone();
+        let name = self.name.clone();
+        // Best effort, on a thread of its own: Drop cannot be async.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// How to start a Relay process.
+#[derive(Clone)]
+pub struct RelayOptions {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub config_toml: String,
+    pub env: Vec<(String, String)>,
+    pub port: Option<u16>,
+}
+
+impl RelayOptions {
+    pub fn new(data_dir: &Path, config_toml: &str) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            database_url: None,
+            config_toml: config_toml.to_owned(),
+            env: vec![("OAUTH_ENCRYPTION_KEY".into(), TEST_KEY.into())],
+            port: None,
+        }
+    }
+
+    pub fn with_env(mut self, k: &str, v: &str) -> Self {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    pub fn without_env(mut self, k: &str) -> Self {
+        self.env.retain(|(key, _)| key != k);
+        self
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.data_dir.join("relay.toml")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        std::fs::write(self.config_path(), &self.config_toml).unwrap();
+        let mut cmd = Command::new(relay_bin());
+        cmd.args(["--config", self.config_path().to_str().unwrap()])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RELAY_DATA_DIR", &self.data_dir)
+            .env("RUST_LOG", "info,relay=debug,relay_core=debug")
+            .env("RELAY_LOG_FORMAT", "json")
+            .env(
+                "RELAY_LISTEN",
+                format!("127.0.0.1:{}", self.port.unwrap_or(0)),
+            )
+            .kill_on_drop(true);
+        if let Some(url) = &self.database_url {
+            cmd.env("DATABASE_URL", url);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs a one-shot subcommand; returns (success, stdout, stderr).
+    pub async fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.command(args).output().await.expect("run relay");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `relay api-key create`, returning the key (the last line of stdout).
+    pub async fn create_api_key(&self, workspace: &str) -> String {
+        let (ok, stdout, stderr) = self
+            .run(&["api-key", "create", "--workspace", workspace])
+            .await;
+        assert!(ok, "api-key create failed: {stderr}");
+        stdout.lines().last().expect("a key line").trim().to_owned()
+    }
+}
+
+pub struct Relay {
+    pub opts: RelayOptions,
+    child: Option<Child>,
+    pub base_url: String,
+    logs: Arc<Mutex<String>>,
+    pub http: reqwest::Client,
+}
+
+impl Relay {
+    pub async fn start(opts: RelayOptions) -> Relay {
+        Self::try_start(opts)
+            .await
+            .unwrap_or_else(|logs| panic!("relay did not start:\n{logs}"))
+    }
+
+    /// Starts relay; `Err(logs)` when it exits or does not listen within 60 s.
+    pub async fn try_start(opts: RelayOptions) -> Result<Relay, String> {
+        let mut child = opts
+            .command(&["serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn relay");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+                if let Some(i) = line.find("listening on http://") {
+                    let rest = &line[i + "listening on ".len()..];
+                    let url: String = rest
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let base_url = tokio::select! {
+            url = rx.recv() => url,
+            status = child.wait() => {
+                let _ = status;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Err(logs.lock().unwrap().clone());
+            }
+            () = tokio::time::sleep(Duration::from_secs(60)) => None,
+        };
+        let Some(base_url) = base_url else {
+            return Err(logs.lock().unwrap().clone());
+        };
+        Ok(Relay {
+            opts,
+            child: Some(child),
+            base_url,
+            logs,
+            http: http_client(),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(Child::id).expect("running")
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let pid = child.id().unwrap();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("relay exits after SIGTERM")
+            .unwrap()
+    }
+
+    /// SIGKILL: a crash.
+    pub async fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().await.unwrap();
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str, key: &str) -> (u16, serde_json::Value) {
+        let r = self.get(path, key).await;
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        key: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn delete_json(&self, path: &str, key: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .delete(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// A provider table pointing at a local fake (or any issuer), for relay.toml.
+pub fn provider_toml(name: &str, kind: &str, issuer: &str, extra: &str) -> String {
+    format!(
+        "[providers.{name}]\nkind = \"{kind}\"\nissuer = \"{issuer}\"\nclient_id = \"relay-test\"\nclient_secret = \"relay-secret\"\nscopes = [\"openid\", \"email\", \"offline_access\"]\n{extra}\n"
+    )
+}
+
+/// Refresh settings that keep tests fast: short lease and timeouts, millisecond backoff.
+pub const FAST_REFRESH: &str = "[refresh]\nlease_secs = 5\nprovider_timeout_ms = 2000\nattempts = 3\nbackoff_base_ms = 20\nbackoff_max_ms = 100\n";
