@@ -271,6 +271,11 @@ impl Relay {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The captured stderr, still readable after the process stopped.
+    pub fn log_handle(&self) -> Arc<Mutex<String>> {
+        self.logs.clone()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().and_then(Child::id).expect("running")
     }
