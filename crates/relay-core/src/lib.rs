@@ -16,6 +16,7 @@ pub mod oauth;
 pub mod ports;
 pub mod random;
 pub mod refresh;
+pub mod rotation;
 pub mod vault;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

@@ -154,6 +154,25 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<Connection>, StoreError>;
 
+    // -- key rotation --
+
+    /// Every connection of every workspace, in id order, after `after` (a keyset page).
+    async fn connections_page(
+        &self,
+        after: Option<&ConnectionId>,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError>;
+    /// Replaces a connection's sealed tokens with the same tokens sealed under another key, if
+    /// its version is still `expected_version`. The version is not bumped: the tokens did not
+    /// change. `false` when the row changed meanwhile (the caller retries later).
+    async fn reseal_connection(
+        &self,
+        id: &ConnectionId,
+        expected_version: i64,
+        access_token: &[u8],
+        refresh_token: Option<&[u8]>,
+    ) -> Result<bool, StoreError>;
+
     // -- vault keys --
 
     async fn vault_keys(&self) -> Result<Vec<VaultKeyRecord>, StoreError>;

@@ -621,11 +621,23 @@ impl TokenService {
                 // ours is dropped (with rotation, the one stored is the live one).
                 events::record(&leased.provider, OAuthEvent::RefreshFailed);
                 warn!(connection_id = %leased.id, "refresh lost its lease before saving; using the stored token");
-                let latest = self.reload(&leased.id).await?;
-                ensure_usable(&latest)?;
-                self.issue(&latest, ReadPath::Joined)
+                self.after_lost_write(&leased.id).await
             }
         }
+    }
+
+    /// Our compare-and-swap lost: another owner holds or held the lease. Serve what is stored
+    /// if it is still valid; never an expired token while the new holder is mid-call.
+    async fn after_lost_write(&self, id: &ConnectionId) -> Result<IssuedToken, ServiceError> {
+        let latest = self.reload(id).await?;
+        ensure_usable(&latest)?;
+        if Self::still_valid(&latest, self.clock.now(), None) {
+            return self.issue(&latest, ReadPath::Joined);
+        }
+        Err(ServiceError::ProviderUnavailable {
+            detail: "another instance took over this refresh and has not finished".into(),
+            retry_after: Some(Duration::from_secs(1)),
+        })
     }
 
     async fn on_invalid_grant(
@@ -668,11 +680,7 @@ impl TokenService {
                     reason: reason.to_owned(),
                 })
             }
-            None => {
-                let latest = self.reload(&leased.id).await?;
-                ensure_usable(&latest)?;
-                self.issue(&latest, ReadPath::Joined)
-            }
+            None => self.after_lost_write(&leased.id).await,
         }
     }
 

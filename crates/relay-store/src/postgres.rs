@@ -350,6 +350,47 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn connections_page(
+        &self,
+        after: Option<&ConnectionId>,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            connection_columns!(),
+            " FROM connections WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2"
+        ))
+        .bind(after.map(|a| a.as_str().to_owned()))
+        .bind(i64::from(limit.clamp(1, 10_000)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?
+        .iter()
+        .map(rows::connection)
+        .collect()
+    }
+
+    async fn reseal_connection(
+        &self,
+        id: &ConnectionId,
+        expected_version: i64,
+        access_token: &[u8],
+        refresh_token: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET access_token = $1, refresh_token = COALESCE($2, refresh_token) \
+             WHERE id = $3 AND version = $4",
+        )
+        .bind(access_token.to_vec())
+        .bind(refresh_token.map(<[u8]>::to_vec))
+        .bind(id.as_str().to_owned())
+        .bind(expected_version)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete_connection(
         &self,
         workspace: &WorkspaceId,

@@ -105,6 +105,7 @@ on_every_backend!(
     store mark_needs_reauth_is_a_compare_and_swap,
     store release_records_failures_only_for_the_owner,
     store vault_keys_are_registered_once,
+    store connections_page_walks_every_workspace_and_reseal_is_a_compare_and_swap,
     db migrations_can_be_undone_and_reapplied,
 );
 
@@ -829,6 +830,62 @@ async fn vault_keys_are_registered_once(store: Arc<dyn Store>) {
             ("a0ada0a3a1e1cd55".to_owned(), at(1)),
             ("0011223344556677".to_owned(), at(2))
         ]
+    );
+}
+
+async fn connections_page_walks_every_workspace_and_reseal_is_a_compare_and_swap(
+    store: Arc<dyn Store>,
+) {
+    let a = workspace(&store, "a").await;
+    let b = workspace(&store, "b").await;
+    let mut ids = Vec::new();
+    for (i, ws) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+        let c = connection(ws, "google", &format!("u{i}"), at(i as i64));
+        ids.push(store.upsert_connection(&c).await.expect("insert").id);
+    }
+    ids.sort();
+    let first = store.connections_page(None, 2).await.expect("page");
+    let rest = store
+        .connections_page(Some(&first[1].id), 10)
+        .await
+        .expect("page");
+    let walked: Vec<_> = first
+        .iter()
+        .chain(rest.iter())
+        .map(|c| c.id.clone())
+        .collect();
+    assert_eq!(
+        walked, ids,
+        "keyset pages cover every row once, in id order"
+    );
+
+    let c = &first[0];
+    assert!(
+        store
+            .reseal_connection(&c.id, c.version, b"new-access", None)
+            .await
+            .expect("reseal")
+    );
+    let after = store
+        .get_connection(&c.id)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(after.access_token, b"new-access");
+    assert_eq!(
+        after.refresh_token, c.refresh_token,
+        "absent refresh token is kept"
+    );
+    assert_eq!(
+        after.version, c.version,
+        "re-sealing does not bump the version"
+    );
+    assert!(
+        !store
+            .reseal_connection(&c.id, c.version + 1, b"x", Some(b"y"))
+            .await
+            .expect("reseal"),
+        "a stale version loses"
     );
 }
 

@@ -36,6 +36,18 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Inspect and rotate the token vault's encryption keys.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// How many sealed tokens each key holds.
+    Status,
+    /// Re-seal every token under the primary key (OAUTH_ENCRYPTION_KEY), so that the keys in
+    /// OAUTH_ENCRYPTION_KEY_PREVIOUS can be retired. Safe while the server runs.
+    Reseal,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +117,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 minted.record.id, ws.name, ws.id
             );
             println!("{}", minted.secret.expose_secret());
+            Ok(())
+        }
+        Command::Vault(cmd) => {
+            let db = runtime::open_database(&config).await?;
+            let store = db.store();
+            let keys = crate::keys::load(&config, store.as_ref()).await?;
+            match cmd {
+                VaultCommand::Status => {
+                    let usage = relay_core::rotation::key_usage(store.as_ref()).await?;
+                    println!("primary key: {}", keys.keyring.primary_id());
+                    for (key, count) in usage {
+                        println!("{key}\t{count} sealed tokens");
+                    }
+                }
+                VaultCommand::Reseal => {
+                    let r = relay_core::rotation::reseal_all(store.as_ref(), &keys.keyring).await?;
+                    println!(
+                        "scanned {}, re-sealed {}, changed meanwhile {}, unreadable {}",
+                        r.scanned, r.resealed, r.changed_meanwhile, r.unreadable
+                    );
+                    if r.unreadable > 0 {
+                        db.close().await;
+                        anyhow::bail!(
+                            "{} connections hold tokens no configured key opens",
+                            r.unreadable
+                        );
+                    }
+                }
+            }
+            db.close().await;
             Ok(())
         }
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => {

@@ -193,10 +193,10 @@ impl Config {
             if let Some(secret) = secret {
                 entry.client_secret = Some(secret);
             }
-            if kind == ProviderKind::Microsoft {
-                if let Some(t) = env("MICROSOFT_TENANT") {
-                    entry.tenant = Some(t);
-                }
+            if kind == ProviderKind::Microsoft
+                && let Some(t) = env("MICROSOFT_TENANT")
+            {
+                entry.tenant = Some(t);
             }
         }
         for (name, settings) in providers.iter_mut() {

@@ -148,6 +148,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let janitor = tokio::spawn(purge_expired_flows(store.clone(), clock.clone()));
+    if keyring.key_ids().len() > 1 {
+        // Previous keys are configured: a rotation is under way. Re-seal in the background.
+        let (store, keyring) = (store.clone(), keyring.clone());
+        tokio::spawn(async move {
+            if let Err(e) = relay_core::rotation::reseal_all(store.as_ref(), &keyring).await {
+                tracing::warn!(error = %e, "background re-seal failed; `relay vault reseal` retries it");
+            }
+        });
+    }
     info!(
         database = db.kind().as_str(),
         public_base_url = %public_base_url,

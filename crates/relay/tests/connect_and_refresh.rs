@@ -830,9 +830,30 @@ async fn a_key_that_does_not_match_the_data_is_refused() {
             "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=",
         )
         .with_env("OAUTH_ENCRYPTION_KEY_PREVIOUS", TEST_KEY);
-    let relay = Relay::start(rotated).await;
+    let relay = Relay::start(rotated.clone()).await;
     let (_, list) = relay.get_json("/connections", &key).await;
     let id = list["connections"][0]["id"].as_str().unwrap().to_owned();
+    let (s, tok) = relay
+        .get_json(&format!("/connections/{id}/token"), &key)
+        .await;
+    assert_eq!(s, 200, "{tok}");
+    assert_eq!(tok["access_token"], access.as_str());
+    relay.stop().await;
+
+    // Re-seal under the new key (the server also starts this in the background); then the
+    // old key can be retired.
+    let (ok, out, err) = rotated.run(&["vault", "reseal"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("scanned 1"), "{out}");
+    let (ok, out, _) = rotated.run(&["vault", "status"]).await;
+    assert!(ok);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("sealed tokens")).count(),
+        1,
+        "one key holds everything: {out}"
+    );
+    let retired = rotated.clone().without_env("OAUTH_ENCRYPTION_KEY_PREVIOUS");
+    let relay = Relay::start(retired).await;
     let (s, tok) = relay
         .get_json(&format!("/connections/{id}/token"), &key)
         .await;
