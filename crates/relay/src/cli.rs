@@ -39,6 +39,41 @@ enum Command {
     /// Inspect and rotate the token vault's encryption keys.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Import existing tokens (see docs/OPERATIONS.md, "Importing tokens").
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(clap::Args)]
+struct ImportTargetArgs {
+    /// Workspace to import into (created if needed).
+    #[arg(long)]
+    workspace: String,
+    /// Configured provider the tokens belong to.
+    #[arg(long)]
+    provider: String,
+    #[arg(long)]
+    actor_type: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// A Google authorized-user token.json for one actor.
+    TokenJson {
+        #[command(flatten)]
+        target: ImportTargetArgs,
+        #[arg(long)]
+        actor_id: String,
+        file: PathBuf,
+    },
+    /// Fernet-encrypted rows exported from an `oauth_tokens` table as JSON lines (`-` for stdin),
+    /// each `{"actor_id", "access_token", "refresh_token"?, "expires_at"?, "scopes"?}`.
+    /// The key comes from LEGACY_FERNET_KEY, else OAUTH_ENCRYPTION_KEY.
+    FernetJsonl {
+        #[command(flatten)]
+        target: ImportTargetArgs,
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +153,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("{}", minted.secret.expose_secret());
             Ok(())
+        }
+        Command::Import(cmd) => {
+            let to_target = |t: ImportTargetArgs| crate::import::Target {
+                workspace: t.workspace,
+                provider: t.provider,
+                actor_type: t.actor_type,
+            };
+            match cmd {
+                ImportCommand::TokenJson {
+                    target,
+                    actor_id,
+                    file,
+                } => crate::import::token_json(&config, &to_target(target), &actor_id, &file).await,
+                ImportCommand::FernetJsonl { target, file } => {
+                    let report =
+                        crate::import::fernet_jsonl(&config, &to_target(target), &file).await?;
+                    if report.failed > 0 {
+                        anyhow::bail!("{} rows could not be imported (see above)", report.failed);
+                    }
+                    Ok(())
+                }
+            }
         }
         Command::Vault(cmd) => {
             let db = runtime::open_database(&config).await?;

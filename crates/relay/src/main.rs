@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod import;
 mod keys;
 mod runtime;
 
