@@ -29,7 +29,7 @@ use utoipa_axum::routes;
 
 pub use state::{AppState, ServerSettings};
 
-use routes::{connections, health, oauth};
+use routes::{connections, health, oauth, providers, studio};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -72,6 +72,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(oauth::get_authorize))
         .routes(routes!(oauth::get_callback))
         .routes(routes!(oauth::get_status))
+        .routes(routes!(providers::list_providers))
         .routes(routes!(
             connections::list_connections,
             connections::create_connection
@@ -100,6 +101,12 @@ pub fn router(state: AppState) -> Router {
                     doc_json,
                 )
             }),
+        )
+        .route("/studio", axum::routing::get(studio::get_studio))
+        .route("/studio/app.js", axum::routing::get(studio::get_studio_js))
+        .route(
+            "/studio/style.css",
+            axum::routing::get(studio::get_studio_css),
         )
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)

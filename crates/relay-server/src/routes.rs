@@ -3,3 +3,5 @@
 pub mod connections;
 pub mod health;
 pub mod oauth;
+pub mod providers;
+pub mod studio;
