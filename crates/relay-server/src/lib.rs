@@ -86,11 +86,43 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, generated from the handlers' annotations.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    complete(api().split_for_parts().1)
+}
+
+/// OpenAPI requires a description on every response; annotations that give none get the HTTP
+/// reason phrase, so generated clients (which validate the document) accept it.
+fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::RefOr;
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in operations.into_iter().flatten() {
+            for (status, response) in op.responses.responses.iter_mut() {
+                if let RefOr::T(r) = response
+                    && r.description.is_empty()
+                {
+                    r.description = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                        .and_then(|c| c.canonical_reason())
+                        .unwrap_or("Response")
+                        .to_owned();
+                }
+            }
+        }
+    }
+    doc
 }
 
 pub fn router(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
+    let doc = complete(doc);
     let doc_json = doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
     router
         .route(

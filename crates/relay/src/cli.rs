@@ -36,6 +36,8 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Print the OpenAPI document (the same one `GET /openapi.json` serves).
+    Openapi,
     /// Inspect and rotate the token vault's encryption keys.
     #[command(subcommand)]
     Vault(VaultCommand),
@@ -101,10 +103,16 @@ enum ApiKeyCommand {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Openapi = cli.command {
+        // Needs no configuration: the document describes the code, not a deployment.
+        println!("{}", relay_server::openapi().to_pretty_json()?);
+        return Ok(());
+    }
     let config = Config::load(cli.config.as_deref())?;
     runtime::init_logging(&config.log_format);
     match cli.command {
         Command::Serve => runtime::serve(config).await,
+        Command::Openapi => Ok(()),
         Command::Migrate { undo_to } => {
             let db = relay_store::connect(&config.database_url)
                 .await
