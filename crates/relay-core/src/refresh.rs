@@ -875,3 +875,44 @@ fn truncate(s: &str, max_chars: usize) -> String {
         .take(max_chars)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_time_is_the_larger_of_the_floor_and_the_fraction() {
+        let p = RefreshPolicy::default();
+        let now = Timestamp(1_000_000);
+        let cases = [
+            // (lifetime, margin before expiry)
+            (Duration::from_secs(3600), Duration::from_secs(360)), // 10 % of an hour
+            (Duration::from_secs(300), Duration::from_secs(60)),   // the 60 s floor
+            (Duration::from_secs(30), Duration::from_secs(60)),    // already inside the window
+        ];
+        for (lifetime, margin) in cases {
+            let expires = now.plus(lifetime);
+            assert_eq!(
+                p.refresh_at(now, expires),
+                expires.minus(margin),
+                "{lifetime:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let p = RefreshPolicy::default();
+        for attempt in 1..=6u32 {
+            let full = Duration::from_secs(1u64 << (attempt - 1)).min(p.backoff_max);
+            for _ in 0..50 {
+                let b = p.backoff(attempt);
+                assert!(
+                    b >= full / 2 && b <= full,
+                    "attempt {attempt}: {b:?} outside [{:?}, {full:?}]",
+                    full / 2
+                );
+            }
+        }
+    }
+}
