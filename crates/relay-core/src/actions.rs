@@ -423,7 +423,7 @@ pub trait ActionExecutor: Send + Sync + 'static {
     fn descriptors(&self) -> &[ActionDescriptor];
     fn provider_facts(&self, provider: &ProviderName) -> Option<ProviderFacts>;
     /// Parses and validates the parameters, and renders exactly what would be sent.
-    fn render(
+    async fn render(
         &self,
         action: &str,
         params: &serde_json::Value,

@@ -170,7 +170,7 @@ impl ActionService {
         } else {
             None
         };
-        let rendered = self.executor.render(descriptor.name, &req.params)?;
+        let rendered = self.executor.render(descriptor.name, &req.params).await?;
         let bytes = serde_json::to_vec(&rendered)
             .map_err(|e| ActionError::Validation(format!("cannot render: {e}")))?;
         let digest = format!("sha256:{}", random::sha256_hex(&bytes));
