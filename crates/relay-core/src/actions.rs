@@ -210,7 +210,6 @@ pub enum ActionError {
 /// Every reason code an action error can carry (metrics labels and replays use these).
 pub const REASONS: &[&str] = &[
     "validation_error",
-    "unknown_action",
     "provider_disabled",
     "oauth_token_missing",
     "oauth_token_expired",
@@ -242,7 +241,7 @@ impl ActionError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Validation(_) => "validation_error",
-            Self::UnknownAction(_) => "unknown_action",
+            Self::UnknownAction(_) => "validation_error",
             Self::ProviderDisabled(..) => "provider_disabled",
             Self::TokenMissing(_) => "oauth_token_missing",
             Self::TokenExpired(_) | Self::Unauthorized => "oauth_token_expired",
