@@ -157,6 +157,8 @@ impl ActionService {
         req: PreviewRequest,
     ) -> Result<PreviewView, ActionError> {
         let descriptor = self.descriptor(&req.action)?;
+        // Parameters first: bad input is a validation error whatever the connection.
+        let rendered = self.executor.render(descriptor.name, &req.params).await?;
         let connection = if descriptor.needs_connection() {
             let reference = req.connection.as_ref().ok_or_else(|| {
                 ActionError::Validation(format!(
@@ -170,7 +172,6 @@ impl ActionService {
         } else {
             None
         };
-        let rendered = self.executor.render(descriptor.name, &req.params).await?;
         let bytes = serde_json::to_vec(&rendered)
             .map_err(|e| ActionError::Validation(format!("cannot render: {e}")))?;
         let digest = format!("sha256:{}", random::sha256_hex(&bytes));
