@@ -1319,3 +1319,86 @@ mod postgres {
         super::concurrent_executes_of_one_preview_send_once(Backend::Postgres).await;
     }
 }
+
+/// A process that dies mid-send leaves a claim without a result. Its preview is never sent
+/// again: a later execute answers `execution_in_progress` while the claim is young and
+/// `execution_in_doubt` once it is older than `in_doubt_after_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_send_cut_short_by_a_crash_is_reported_in_doubt_not_repeated() {
+    let Some(World {
+        google,
+        api,
+        relay,
+        key,
+        _microsoft,
+        _graph,
+        hooks: _hooks,
+        _dir,
+        _pg,
+    }) = world(Setup {
+        extra_actions: "in_doubt_after_secs = 2",
+        ..Setup::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let (access, refresh) = google.issue_tokens_directly_with_scope(GMAIL_SEND);
+    let (s, body) = relay
+        .post_json(
+            "/connections",
+            &key,
+            &json!({"provider": "google", "actor_id": "u1", "access_token": access,
+                    "refresh_token": refresh, "expires_in": 3600, "scopes": [GMAIL_SEND]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let (s, p) = relay
+        .post_json(
+            "/actions/preview",
+            &key,
+            &json!({"action": "gmail.send", "connection_id": body["id"],
+                "params": {"to": "a@example.com", "subject": "s", "text": "t"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let preview_id = p["preview_id"].as_str().unwrap().to_owned();
+    api.push_fault(ApiFault::Delay(Duration::from_secs(10)));
+    let url = relay.url("/actions/execute");
+    let http = relay.http.clone();
+    let (k, pid) = (key.clone(), preview_id.clone());
+    let in_flight = tokio::spawn(async move {
+        http.post(url)
+            .bearer_auth(k)
+            .json(&json!({"preview_id": pid}))
+            .send()
+            .await
+    });
+    for _ in 0..200 {
+        if !api.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(api.requests().len(), 1, "the send reached Gmail");
+    let opts = relay.opts.clone();
+    relay.kill().await;
+    let _ = in_flight.await;
+    let relay = Relay::start(opts).await;
+    let (s, body) = relay
+        .post_json("/actions/execute", &key, &json!({"preview_id": preview_id}))
+        .await;
+    // Either still young (in progress) or already old enough (in doubt); never sent again.
+    assert_eq!(s, 409, "{body}");
+    assert!(
+        matches!(code(&body), "execution_in_progress" | "execution_in_doubt"),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, body) = relay
+        .post_json("/actions/execute", &key, &json!({"preview_id": preview_id}))
+        .await;
+    assert_eq!((s, code(&body)), (409, "execution_in_doubt"), "{body}");
+    assert_eq!(api.requests().len(), 1, "not sent again");
+    assert!(api.sent_messages().is_empty());
+}
