@@ -282,15 +282,19 @@ pub fn signature(
     body: &str,
 ) -> Result<String, ActionError> {
     let content = format!("{id}.{timestamp}.{body}");
+    // A stored secret that does not parse is Relay's fault, not the caller's.
+    let malformed = || {
+        ActionError::Service(relay_core::ServiceError::Store(
+            relay_core::StoreError::Other("a stored webhook secret is malformed".into()),
+        ))
+    };
     let mut out = Vec::new();
     for s in secrets {
         let encoded = s
             .expose_secret()
             .strip_prefix("whsec_")
-            .ok_or_else(|| ActionError::Validation("a webhook secret is malformed".into()))?;
-        let key_bytes = STANDARD
-            .decode(encoded)
-            .map_err(|_| ActionError::Validation("a webhook secret is malformed".into()))?;
+            .ok_or_else(malformed)?;
+        let key_bytes = STANDARD.decode(encoded).map_err(|_| malformed())?;
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes);
         let tag = ring::hmac::sign(&key, content.as_bytes());
         out.push(format!("v1,{}", STANDARD.encode(tag.as_ref())));

@@ -22,10 +22,12 @@ impl From<ActionError> for ApiError {
     fn from(e: ActionError) -> Self {
         let status = match &e {
             ActionError::Service(_) => {
-                let ActionError::Service(inner) = e else {
-                    return Self::internal();
+                // Storage and vault failures keep the core envelope (503 database_unavailable,
+                // 500 internal_error, ...).
+                return match e {
+                    ActionError::Service(inner) => Self::from(inner),
+                    _ => Self::internal(),
                 };
-                return Self::from(inner);
             }
             ActionError::Validation(_)
             | ActionError::UnknownAction(_)
