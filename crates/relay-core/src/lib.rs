@@ -6,6 +6,7 @@
 //! same refresh protocol runs, unchanged, on SQLite, on PostgreSQL and in unit tests with a
 //! manual clock.
 
+pub mod actions;
 pub mod clock;
 pub mod connect;
 pub mod connection;

@@ -684,6 +684,44 @@ impl TokenService {
         }
     }
 
+    /// Marks a connection `needs_reauth` because the provider's API refused a freshly
+    /// refreshed token (a second 401). Follows the protocol: takes the row's lease and writes
+    /// under compare-and-swap, so a concurrent refresh is never overwritten. `false` when
+    /// another holder has the lease or the row changed meanwhile (then that writer decides).
+    pub async fn mark_rejected_by_api(
+        &self,
+        workspace: &WorkspaceId,
+        id: &ConnectionId,
+        reason: &str,
+    ) -> Result<bool, ServiceError> {
+        let (conn, _) = self.connection(workspace, id).await?;
+        let owner = format!("{}:{}", self.instance, random::token());
+        let now = self.clock.now();
+        let Some(leased) = self
+            .store
+            .try_acquire_lease(&conn.id, &owner, now, now.plus(self.policy.lease))
+            .await?
+        else {
+            return Ok(false);
+        };
+        match self
+            .store
+            .mark_needs_reauth(&leased.id, &owner, leased.version, reason, now)
+            .await?
+        {
+            Some(saved) => {
+                self.cache.put(&saved).await;
+                warn!(connection_id = %saved.id, provider = %saved.provider, reason, "connection needs re-authorization");
+                Ok(true)
+            }
+            None => {
+                self.store.release_lease(&leased.id, &owner, None).await?;
+                self.cache.invalidate(&leased.id).await;
+                Ok(false)
+            }
+        }
+    }
+
     /// Stores tokens for an actor: a new connection, or new tokens for the existing one.
     pub async fn store_new(&self, new: NewConnection) -> Result<Connection, ServiceError> {
         if new.tokens.access_token.expose_secret().is_empty() {

@@ -5,6 +5,7 @@
 //! [`Catalog`] implements `relay_core::oauth::ProviderGateway`; errors are classified here,
 //! where the HTTP status and body are known (see [`token_client`]).
 
+pub mod actions;
 mod catalog;
 mod discovery;
 pub mod settings;

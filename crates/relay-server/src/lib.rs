@@ -29,7 +29,7 @@ use utoipa_axum::routes;
 
 pub use state::{AppState, ServerSettings};
 
-use routes::{connections, health, oauth, providers, studio};
+use routes::{actions, connections, health, oauth, providers, studio, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,6 +42,7 @@ use routes::{connections, health, oauth, providers, studio};
     tags(
         (name = "oauth", description = "The connect flow"),
         (name = "connections", description = "Connections and their tokens"),
+        (name = "actions", description = "Preview and execute actions; webhook signing secrets"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]
@@ -82,6 +83,11 @@ fn api() -> OpenApiRouter<AppState> {
             connections::delete_connection
         ))
         .routes(routes!(connections::get_connection_token))
+        .routes(routes!(actions::list_actions))
+        .routes(routes!(actions::preview_action))
+        .routes(routes!(actions::execute_action))
+        .routes(routes!(webhooks::get_webhook_secret))
+        .routes(routes!(webhooks::rotate_webhook_secret))
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.

@@ -1,7 +1,9 @@
 //! Handlers, grouped by resource.
 
+pub mod actions;
 pub mod connections;
 pub mod health;
 pub mod oauth;
 pub mod providers;
 pub mod studio;
+pub mod webhooks;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use relay_core::Clock;
+use relay_core::actions::ActionService;
 use relay_core::connect::ConnectService;
 use relay_core::ports::Store;
 use relay_core::refresh::TokenService;
@@ -16,6 +17,7 @@ use crate::auth::ApiKeys;
 pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub connect: Arc<ConnectService>,
+    pub actions: Arc<ActionService>,
     pub store: Arc<dyn Store>,
     pub catalog: Arc<Catalog>,
     pub api_keys: Arc<ApiKeys>,

@@ -506,6 +506,13 @@ impl FakeProvider {
 
     /// Whether `token` is an access token this provider issued that is neither expired nor
     /// revoked (directly or through its grant).
+    /// A [`crate::TokenCheck`] backed by this provider: the fake APIs accept exactly the
+    /// access tokens this provider considers valid (not expired, not revoked).
+    pub fn token_checker(&self) -> crate::TokenCheck {
+        let inner = self.inner.clone();
+        std::sync::Arc::new(move |t: &str| inner.lock().access_token_valid(t))
+    }
+
     pub fn is_access_token_valid(&self, token: &str) -> bool {
         self.state().access_token_valid(token)
     }

@@ -12,21 +12,33 @@
 //!   loopback from `tests/oidc-provider/`. Use it to prove interoperability with a real,
 //!   standards-strict authorization server.
 //!
+//! For actions, [`fake_google_api::FakeGoogleApi`] (Gmail and Drive),
+//! [`fake_graph::FakeGraph`] (Microsoft Graph `sendMail`) and
+//! [`webhook_receiver::WebhookReceiver`] play the APIs Relay calls with the tokens it keeps.
+//!
 //! Both are driven by the same browser stand-in, [`browser::browser_authorize`], which returns a
 //! [`browser::CallbackRedirect`]: the URL the provider sent the browser back to.
 #![allow(clippy::unwrap_used)]
 
+pub mod api_server;
 pub mod browser;
+pub mod fake_google_api;
+pub mod fake_graph;
 pub mod fake_provider;
 pub mod oidc_provider;
 pub mod pkce;
+pub mod webhook_receiver;
 
+pub use api_server::{ApiFault, RecordedRequest, TokenCheck};
 pub use browser::{CallbackRedirect, browser_authorize};
+pub use fake_google_api::{DriveFile, FakeGoogleApi};
+pub use fake_graph::FakeGraph;
 pub use fake_provider::{
     Failure, FakeProvider, FakeProviderConfig, IssMode, RefreshMode, follow_authorize,
 };
 pub use oidc_provider::{OidcProviderHarness, OidcProviderOptions, complete_browser_flow};
 pub use pkce::Pkce;
+pub use webhook_receiver::{Reply, WebhookReceiver};
 
 /// Installs the `ring` rustls crypto provider as the process default, once.
 ///

@@ -28,6 +28,77 @@ pub struct FileConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
+    #[serde(default)]
+    pub actions: ActionsConfig,
+}
+
+/// `[actions]`: previews, provider API calls, Drive limits.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionsConfig {
+    /// How long a preview can be executed.
+    pub preview_ttl_secs: u64,
+    /// `drive.extract` refuses larger files.
+    pub drive_max_bytes: u64,
+    /// Overrides the Drive API base URL (default: the provider's api_base_url, or
+    /// https://www.googleapis.com for the Google preset).
+    pub drive_base_url: Option<String>,
+    /// Per-request timeout of provider API calls.
+    pub request_timeout_ms: u64,
+    /// Retries after the first attempt, for retryable failures only.
+    pub retry_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Consecutive failures that open a provider's circuit breaker, and for how long.
+    pub breaker_failures: u32,
+    pub breaker_open_secs: u64,
+    /// An execution claimed this long ago without a result is reported as in doubt.
+    pub in_doubt_after_secs: u64,
+    #[serde(default)]
+    pub webhook: WebhookConfig,
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        Self {
+            preview_ttl_secs: 900,
+            drive_max_bytes: 10 * 1024 * 1024,
+            drive_base_url: None,
+            request_timeout_ms: 30_000,
+            retry_attempts: 4,
+            retry_base_ms: 1_000,
+            retry_max_ms: 8_000,
+            breaker_failures: 5,
+            breaker_open_secs: 60,
+            in_doubt_after_secs: 120,
+            webhook: WebhookConfig::default(),
+        }
+    }
+}
+
+/// `[actions.webhook]`: where webhooks may go and how long they may take.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Addresses or CIDR blocks allowed although private/loopback/link-local.
+    pub allow_hosts: Vec<String>,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    pub max_response_bytes: usize,
+    /// How long a rotated-out secret keeps signing.
+    pub secret_grace_secs: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_hosts: Vec::new(),
+            connect_timeout_ms: 5_000,
+            timeout_ms: 15_000,
+            max_response_bytes: 64 * 1024,
+            secret_grace_secs: 24 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -115,6 +186,7 @@ pub struct Config {
     pub refresh: RefreshConfig,
     pub cache: CacheConfig,
     pub providers: BTreeMap<ProviderName, ProviderSettings>,
+    pub actions: ActionsConfig,
 }
 
 /// Reads one environment variable, treating empty as unset.
@@ -217,6 +289,13 @@ impl Config {
         if file.refresh.lease_secs * 1000 <= file.refresh.provider_timeout_ms {
             bail!("refresh.lease_secs must be longer than refresh.provider_timeout_ms");
         }
+        for host in &file.actions.webhook.allow_hosts {
+            relay_providers::actions::Cidr::parse(host)
+                .map_err(|e| anyhow::anyhow!("actions.webhook.allow_hosts: {e}"))?;
+        }
+        if file.actions.preview_ttl_secs == 0 {
+            bail!("actions.preview_ttl_secs must be positive");
+        }
         if !(0.0..=0.9).contains(&file.refresh.fraction) {
             bail!("refresh.fraction must be between 0 and 0.9");
         }
@@ -231,6 +310,7 @@ impl Config {
             refresh: file.refresh,
             cache: file.cache,
             providers,
+            actions: file.actions,
         })
     }
 

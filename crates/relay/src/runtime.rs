@@ -4,10 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use relay_core::actions::{ActionService, ActionSettings};
 use relay_core::connect::ConnectService;
 use relay_core::refresh::{RefreshPolicy, TokenService};
 use relay_core::{Clock, SystemClock};
 use relay_providers::Catalog;
+use relay_providers::actions::{
+    ActionRetryPolicy, Cidr, ExecutorSettings, ProviderActions, WebhookSettings,
+};
 use relay_server::auth::ApiKeys;
 use relay_server::{AppState, ServerSettings};
 use relay_store::{Database, MemoryCache};
@@ -126,12 +130,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let metrics = relay_server::metrics_handle();
+    let actions = Arc::new(build_actions(
+        &config,
+        &db,
+        catalog.clone(),
+        tokens.clone(),
+        keyring.clone(),
+        clock.clone(),
+    )?);
     for info in catalog.infos() {
         relay_core::events::register(&info.name);
     }
     let state = AppState {
         tokens,
         connect,
+        actions: actions.clone(),
         store: store.clone(),
         catalog,
         api_keys: Arc::new(ApiKeys::new(
@@ -148,6 +161,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let janitor = tokio::spawn(purge_expired_flows(store.clone(), clock.clone()));
+    let preview_janitor = tokio::spawn(purge_expired_previews(actions, clock.clone()));
     if keyring.key_ids().len() > 1 {
         // Previous keys are configured: a rotation is under way. Re-seal in the background.
         let (store, keyring) = (store.clone(), keyring.clone());
@@ -166,6 +180,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     janitor.abort();
+    preview_janitor.abort();
     db.close().await;
     info!("relay stopped");
     Ok(())
@@ -178,6 +193,73 @@ async fn purge_expired_flows(store: Arc<dyn relay_core::ports::Store>, clock: Ar
         tick.tick().await;
         if let Err(e) = store.purge_expired_flows(clock.now()).await {
             tracing::warn!(error = %e, "purging expired connect flows failed");
+        }
+    }
+}
+
+/// The action service and its executor, from `[actions]`.
+fn build_actions(
+    config: &Config,
+    db: &Database,
+    catalog: Arc<Catalog>,
+    tokens: Arc<TokenService>,
+    keyring: Arc<relay_core::vault::Keyring>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<ActionService> {
+    let a = &config.actions;
+    let allow = a
+        .webhook
+        .allow_hosts
+        .iter()
+        .map(|h| Cidr::parse(h).map_err(|e| anyhow::anyhow!("actions.webhook.allow_hosts: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let executor = ProviderActions::new(
+        catalog,
+        clock.clone(),
+        ExecutorSettings {
+            drive_max_bytes: a.drive_max_bytes,
+            drive_base_url: a.drive_base_url.clone(),
+            request_timeout: Duration::from_millis(a.request_timeout_ms.max(100)),
+            retry: ActionRetryPolicy {
+                max_retries: a.retry_attempts,
+                base: Duration::from_millis(a.retry_base_ms),
+                max: Duration::from_millis(a.retry_max_ms.max(a.retry_base_ms)),
+                max_retry_after: Duration::from_secs(30),
+            },
+            breaker_failures: a.breaker_failures,
+            breaker_open_for: Duration::from_secs(a.breaker_open_secs),
+            webhook: WebhookSettings {
+                allow,
+                connect_timeout: Duration::from_millis(a.webhook.connect_timeout_ms.max(100)),
+                timeout: Duration::from_millis(a.webhook.timeout_ms.max(100)),
+                max_response_bytes: a.webhook.max_response_bytes,
+            },
+        },
+    )
+    .context("building the action executor")?;
+    Ok(ActionService::new(
+        db.action_store(),
+        tokens,
+        Arc::new(executor),
+        keyring,
+        clock,
+        ActionSettings {
+            preview_ttl: Duration::from_secs(a.preview_ttl_secs),
+            in_doubt_after: Duration::from_secs(a.in_doubt_after_secs),
+            max_wait: Duration::from_secs(30),
+            webhook_secret_grace: Duration::from_secs(a.webhook.secret_grace_secs),
+        },
+    ))
+}
+
+/// Expired previews are useless a day after expiry (replays of executed ones included).
+async fn purge_expired_previews(actions: Arc<ActionService>, clock: Arc<dyn Clock>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tick.tick().await;
+        let cutoff = clock.now().minus(Duration::from_secs(24 * 3600));
+        if let Err(e) = actions.store().purge_expired_previews(cutoff).await {
+            tracing::warn!(error = %e, "purging expired action previews failed");
         }
     }
 }

@@ -67,6 +67,18 @@ pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
             detail: Some(format!("key id {}", state.settings.primary_key_id)),
         },
     );
+    // Provider API circuit breakers are reported, but never make the instance unready: an
+    // outage at Google or Microsoft is not this instance's fault, and taking every replica out
+    // of the load balancer would also stop token reads and other providers' actions.
+    for b in state.actions.executor().breakers() {
+        checks.insert(
+            format!("provider_api:{}", b.provider),
+            Check {
+                ok: true,
+                detail: Some(format!("circuit {}", b.state)),
+            },
+        );
+    }
     let ready = checks.values().all(|c| c.ok);
     let status = if ready {
         StatusCode::OK

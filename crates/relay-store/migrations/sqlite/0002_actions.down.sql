@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS webhook_secrets;
+DROP TABLE IF EXISTS action_executions;
+DROP TABLE IF EXISTS action_previews;
