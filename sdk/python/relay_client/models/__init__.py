@@ -1,5 +1,8 @@
 """ Contains all the data models used in inputs/outputs """
 
+from .action_list import ActionList
+from .action_view import ActionView
+from .action_view_params_schema import ActionViewParamsSchema
 from .authorize_response import AuthorizeResponse
 from .check import Check
 from .connection_list import ConnectionList
@@ -7,16 +10,28 @@ from .connection_view import ConnectionView
 from .deletion_view import DeletionView
 from .error_body import ErrorBody
 from .error_envelope import ErrorEnvelope
+from .execute_body import ExecuteBody
+from .execute_response import ExecuteResponse
+from .execute_response_result import ExecuteResponseResult
 from .health import Health
 from .import_connection import ImportConnection
 from .link_status import LinkStatus
+from .preview_body import PreviewBody
+from .preview_body_params import PreviewBodyParams
+from .preview_response import PreviewResponse
+from .preview_response_rendered import PreviewResponseRendered
 from .provider_list import ProviderList
 from .provider_view import ProviderView
 from .readiness import Readiness
 from .readiness_checks import ReadinessChecks
+from .rotated_webhook_secret import RotatedWebhookSecret
 from .token_view import TokenView
+from .webhook_secret import WebhookSecret
 
 __all__ = (
+    "ActionList",
+    "ActionView",
+    "ActionViewParamsSchema",
     "AuthorizeResponse",
     "Check",
     "ConnectionList",
@@ -24,12 +39,21 @@ __all__ = (
     "DeletionView",
     "ErrorBody",
     "ErrorEnvelope",
+    "ExecuteBody",
+    "ExecuteResponse",
+    "ExecuteResponseResult",
     "Health",
     "ImportConnection",
     "LinkStatus",
+    "PreviewBody",
+    "PreviewBodyParams",
+    "PreviewResponse",
+    "PreviewResponseRendered",
     "ProviderList",
     "ProviderView",
     "Readiness",
     "ReadinessChecks",
+    "RotatedWebhookSecret",
     "TokenView",
+    "WebhookSecret",
 )
