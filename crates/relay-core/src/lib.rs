@@ -6,6 +6,8 @@
 //! same refresh protocol runs, unchanged, on SQLite, on PostgreSQL and in unit tests with a
 //! manual clock.
 
+pub mod audit;
+pub mod census;
 pub mod clock;
 pub mod connect;
 pub mod connection;
