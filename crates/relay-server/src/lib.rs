@@ -8,8 +8,10 @@ pub mod auth;
 pub mod error;
 mod extract;
 mod middleware;
+pub mod readiness;
 pub mod routes;
 pub mod state;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -29,7 +31,7 @@ use utoipa_axum::routes;
 
 pub use state::{AppState, ServerSettings};
 
-use routes::{connections, health, oauth};
+use routes::{audit, connections, health, oauth};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -81,6 +83,7 @@ fn api() -> OpenApiRouter<AppState> {
             connections::delete_connection
         ))
         .routes(routes!(connections::get_connection_token))
+        .routes(routes!(audit::list_audit))
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.
@@ -112,6 +115,9 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost of the three: an incoming id that is too long or carries characters a log
+        // line should not is dropped here, so SetRequestId generates one instead.
+        .layer(axum::middleware::from_fn(middleware::screen_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
             axum::http::header::COOKIE,

@@ -1,5 +1,6 @@
 //! Handlers, grouped by resource.
 
+pub mod audit;
 pub mod connections;
 pub mod health;
 pub mod oauth;

@@ -361,3 +361,28 @@ impl AuditStore for PostgresStore {
         self.audit_after(workspace, after_seq, limit).await
     }
 }
+
+const API_KEY_WORKSPACE: &str = "SELECT workspace_id FROM api_keys WHERE id = $1";
+
+macro_rules! impl_key_lookup {
+    ($store:ty, $dialect:expr) => {
+        impl $store {
+            /// The workspace an API key belongs to (for audit records of its revocation).
+            pub async fn api_key_workspace(
+                &self,
+                key_id: &str,
+            ) -> Result<Option<WorkspaceId>, StoreError> {
+                sqlx::query(API_KEY_WORKSPACE)
+                    .bind(key_id.to_owned())
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(|e| error::map($dialect, e))?
+                    .map(|row| row.text("workspace_id").map(WorkspaceId::from_stored))
+                    .transpose()
+            }
+        }
+    };
+}
+
+impl_key_lookup!(SqliteStore, Dialect::Sqlite);
+impl_key_lookup!(PostgresStore, Dialect::Postgres);

@@ -141,6 +141,17 @@ impl Database {
         }
     }
 
+    /// The workspace an API key belongs to, by the key's public id.
+    pub async fn api_key_workspace(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<relay_core::WorkspaceId>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.api_key_workspace(key_id).await,
+            Backend::Postgres(s) => s.api_key_workspace(key_id).await,
+        }
+    }
+
     /// Applies every embedded migration not yet applied. Safe to run on every start, and by
     /// several instances at once (PostgreSQL serialises them with an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {

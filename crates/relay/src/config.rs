@@ -28,6 +28,44 @@ pub struct FileConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// After SIGTERM, how long requests (and the refreshes they wait on) may take to finish
+    /// before the process exits anyway.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Most audit records stored per group-commit transaction.
+    pub max_batch: usize,
+    /// Records that may wait for the writer before callers queue.
+    pub queue: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            queue: 8192,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -115,6 +153,8 @@ pub struct Config {
     pub refresh: RefreshConfig,
     pub cache: CacheConfig,
     pub providers: BTreeMap<ProviderName, ProviderSettings>,
+    pub server: ServerConfig,
+    pub audit: AuditConfig,
 }
 
 /// Reads one environment variable, treating empty as unset.
@@ -217,6 +257,9 @@ impl Config {
         if file.refresh.lease_secs * 1000 <= file.refresh.provider_timeout_ms {
             bail!("refresh.lease_secs must be longer than refresh.provider_timeout_ms");
         }
+        if file.audit.max_batch == 0 || file.audit.queue == 0 {
+            bail!("audit.max_batch and audit.queue must be positive");
+        }
         if !(0.0..=0.9).contains(&file.refresh.fraction) {
             bail!("refresh.fraction must be between 0 and 0.9");
         }
@@ -231,6 +274,8 @@ impl Config {
             refresh: file.refresh,
             cache: file.cache,
             providers,
+            server: file.server,
+            audit: file.audit,
         })
     }
 

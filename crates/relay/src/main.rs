@@ -1,6 +1,7 @@
 //! `relay`: one binary. `serve` runs the gateway; the other subcommands are operations on the
 //! same configuration (migrations, API keys).
 
+mod audit_cli;
 mod cli;
 mod config;
 mod keys;
