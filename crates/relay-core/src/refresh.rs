@@ -478,16 +478,29 @@ impl TokenService {
         owner: &str,
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
-        let Some(audit) = self.audit.clone() else {
-            return self.refresh_and_save(leased, owner, req).await;
-        };
         let event = AuditEvent::new(
             leased.workspace_id.clone(),
             AuditAction::TokenRefreshed,
             self.clock.now(),
         )
         .connection(&leased);
+        let provider = leased.provider.as_str().to_owned();
         let result = self.refresh_and_save(leased, owner, req).await;
+        let failure = match &result {
+            Ok(issued) if issued.path == ReadPath::Refreshed => None,
+            Ok(_) => Some("not_completed"),
+            Err(ServiceError::NeedsReauth { .. }) => Some("needs_reauth"),
+            Err(ServiceError::ProviderUnavailable { .. }) => Some("provider_unavailable"),
+            Err(ServiceError::ProviderRejected { .. }) => Some("provider_rejected"),
+            Err(_) => Some("internal"),
+        };
+        if let Some(reason) = failure {
+            metrics::counter!("refresh_failures_total", "provider" => provider, "reason" => reason)
+                .increment(1);
+        }
+        let Some(audit) = self.audit.clone() else {
+            return result;
+        };
         let event = match &result {
             Ok(issued) if issued.path == ReadPath::Refreshed => event,
             Ok(_) => AuditEvent {

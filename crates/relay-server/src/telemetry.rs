@@ -13,6 +13,15 @@ use relay_core::refresh::ReadPath;
 /// Connection statuses, for the `connections` gauge.
 const STATUSES: [&str; 3] = ["active", "needs_reauth", "revoked"];
 
+/// Reasons of `refresh_failures_total`, as the token service reports them.
+const REFRESH_FAILURE_REASONS: [&str; 5] = [
+    "needs_reauth",
+    "provider_unavailable",
+    "provider_rejected",
+    "not_completed",
+    "internal",
+];
+
 /// Describes every metric and registers the series whose labels are known now.
 pub fn describe(providers: &[ProviderName]) {
     describe_counter!(
@@ -28,6 +37,10 @@ pub fn describe(providers: &[ProviderName]) {
         "token_read_seconds",
         Unit::Seconds,
         "Token reads by how they were served: hit, miss (cache), refreshed (this read refreshed), joined (another caller's refresh)"
+    );
+    describe_counter!(
+        "refresh_failures_total",
+        "Refreshes that did not store a new token, by reason: needs_reauth, provider_unavailable, provider_rejected, not_completed (the current token was served), internal"
     );
     describe_counter!(
         "token_refreshes_total",
@@ -82,6 +95,10 @@ pub fn describe(providers: &[ProviderName]) {
         }
         for status in STATUSES {
             metrics::gauge!("connections", "provider" => name.clone(), "status" => status).set(0.0);
+        }
+        for reason in REFRESH_FAILURE_REASONS {
+            metrics::counter!("refresh_failures_total", "provider" => name.clone(), "reason" => reason)
+                .increment(0);
         }
     }
 }

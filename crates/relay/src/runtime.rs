@@ -217,10 +217,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     tokio::select! {
         served = relay_server::serve(listener, state, shutdown) => served.context("serving HTTP")?,
-        () = grace_over => tracing::warn!(
-            grace_secs = grace.as_secs(),
-            "shutdown grace period over; exiting with requests still in flight"
-        ),
+        () = grace_over => {
+            // Closing the pool would wait for the requests still running: exit now instead;
+            // their connections close with the process.
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "shutdown grace period over; exiting with requests still in flight"
+            );
+            return Ok(());
+        }
     }
     janitor.abort();
     census.abort();

@@ -343,6 +343,10 @@ pub async fn get_connection_token(
         Err(e) => {
             // A refused read of an existing connection is recorded too (best effort: the
             // caller gets the original error either way).
+            let read = match state.tokens.connection(&caller.workspace_id, &id).await {
+                Ok((conn, _)) => read.connection(&conn),
+                Err(_) => read,
+            };
             if !matches!(e, ServiceError::NotFound(_) | ServiceError::Audit(_))
                 && let Err(audit_error) = state.audit.record(read.failed(e.to_string())).await
             {
