@@ -19,6 +19,7 @@
 pub mod browser;
 pub mod fake_provider;
 pub mod oidc_provider;
+pub mod otlp_collector;
 pub mod pkce;
 
 pub use browser::{CallbackRedirect, browser_authorize};
@@ -26,6 +27,7 @@ pub use fake_provider::{
     Failure, FakeProvider, FakeProviderConfig, IssMode, RefreshMode, follow_authorize,
 };
 pub use oidc_provider::{OidcProviderHarness, OidcProviderOptions, complete_browser_flow};
+pub use otlp_collector::OtlpCollector;
 pub use pkce::Pkce;
 
 /// Installs the `ring` rustls crypto provider as the process default, once.

@@ -92,8 +92,14 @@ enum ApiKeyCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    runtime::init_logging(&config.log_format);
-    match cli.command {
+    let telemetry = runtime::init_logging(&config.log_format);
+    let result = run_command(cli.command, config).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
         Command::Serve => runtime::serve(config).await,
         Command::Migrate { undo_to } => {
             let db = relay_store::connect(&config.database_url)

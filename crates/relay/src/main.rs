@@ -5,6 +5,8 @@ mod audit_cli;
 mod cli;
 mod config;
 mod keys;
+#[cfg(feature = "otel")]
+mod otel;
 mod runtime;
 
 use clap::Parser;

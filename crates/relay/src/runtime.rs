@@ -19,23 +19,69 @@ use url::Url;
 use crate::config::Config;
 use crate::keys;
 
-pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// What logging set up that must be shut down at exit (the trace exporter, which flushes
+/// the spans it still holds).
+#[derive(Default)]
+pub struct Telemetry {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(p) = self.provider
+            && let Err(e) = p.shutdown()
+        {
+            tracing::warn!(error = %e, "flushing traces failed");
+        }
+    }
+}
+
+pub fn init_logging(format: &str) -> Telemetry {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // Logging may already be initialised (tests); that is fine.
-    let _ = if format == "json" {
-        builder
-            .json()
+    let fmt = if format == "json" {
+        fmt.json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init()
+            .with_filter(filter())
+            .boxed()
     } else {
-        builder.try_init()
+        fmt.with_filter(filter()).boxed()
     };
+    #[allow(unused_mut)]
+    let mut telemetry = Telemetry::default();
+    #[allow(unused_mut)]
+    let mut layers = vec![fmt];
+    #[cfg(feature = "otel")]
+    if crate::otel::configured() {
+        match crate::otel::layer() {
+            Ok((provider, layer)) => {
+                layers.push(layer.with_filter(filter()).boxed());
+                telemetry.provider = Some(provider);
+            }
+            Err(e) => eprintln!("warning: OpenTelemetry export disabled: {e:#}"),
+        }
+    }
+    // Logging may already be initialised (tests); that is fine.
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    #[cfg(not(feature = "otel"))]
+    if std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.trim().is_empty()) {
+        tracing::warn!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but this relay was built without the `otel` feature; no traces are exported"
+        );
+    }
+    telemetry
 }
 
 /// Opens the configured database and brings its schema up to date.
