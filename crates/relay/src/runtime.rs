@@ -43,10 +43,9 @@ pub fn init_logging(format: &str) -> Telemetry {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
-    };
+    // One global filter for every output (logs and exported traces).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
@@ -54,10 +53,9 @@ pub fn init_logging(format: &str) -> Telemetry {
         fmt.json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_filter(filter())
             .boxed()
     } else {
-        fmt.with_filter(filter()).boxed()
+        fmt.boxed()
     };
     #[allow(unused_mut)]
     let mut telemetry = Telemetry::default();
@@ -67,14 +65,17 @@ pub fn init_logging(format: &str) -> Telemetry {
     if crate::otel::configured() {
         match crate::otel::layer() {
             Ok((provider, layer)) => {
-                layers.push(layer.with_filter(filter()).boxed());
+                layers.push(layer.boxed());
                 telemetry.provider = Some(provider);
             }
             Err(e) => eprintln!("warning: OpenTelemetry export disabled: {e:#}"),
         }
     }
     // Logging may already be initialised (tests); that is fine.
-    let _ = tracing_subscriber::registry().with(layers).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(layers)
+        .with(filter)
+        .try_init();
     #[cfg(not(feature = "otel"))]
     if std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.trim().is_empty()) {
         tracing::warn!(

@@ -168,7 +168,10 @@ async fn scenario(postgres: bool) {
     let (ok, verified, err) = opts.run(&["audit", "verify"]).await;
     assert!(ok, "{err}");
     let logs = log_handle.lock().unwrap().clone();
-    assert!(logs.contains("token refreshed"), "the logs were captured");
+    assert!(
+        logs.contains("token refreshed"),
+        "the logs were captured: {logs}"
+    );
     let mut stored = Vec::new();
     match &pg {
         None => {
