@@ -264,7 +264,86 @@ async fn group_commit_stores_every_record_or_fails_its_caller(t: &TestDb) {
     assert!(failed.is_err(), "{failed:?}");
 }
 
+/// The census behind the `connections{provider,status}` gauge counts across workspaces.
+async fn connections_are_counted_by_provider_and_status(t: &TestDb) {
+    use relay_core::census::ConnectionCount;
+    use relay_core::{
+        ActorId, ActorType, Connection, ConnectionId, ConnectionStatus, ProviderName, Scopes,
+    };
+    let store = t.store();
+    assert!(
+        t.db.census()
+            .count_connections()
+            .await
+            .expect("count")
+            .is_empty()
+    );
+    let mut ids = Vec::new();
+    for (ws_name, provider, actor) in [
+        ("ws1", "google", "a"),
+        ("ws1", "google", "b"),
+        ("ws2", "google", "c"),
+        ("ws2", "microsoft", "d"),
+    ] {
+        let ws = store
+            .ensure_workspace(ws_name, Timestamp(0))
+            .await
+            .expect("ws")
+            .id;
+        let conn = Connection {
+            id: ConnectionId::generate(),
+            workspace_id: ws,
+            provider: ProviderName::parse(provider).expect("provider"),
+            actor_type: ActorType::user(),
+            actor_id: ActorId::parse(actor).expect("actor"),
+            scopes: Scopes::parse("openid").expect("scopes"),
+            token_type: "Bearer".into(),
+            access_token: vec![1],
+            refresh_token: Some(vec![2]),
+            expires_at: Some(Timestamp(3_600_000)),
+            status: ConnectionStatus::Active,
+            status_reason: None,
+            version: 1,
+            lease_owner: None,
+            lease_until: None,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            last_refreshed_at: None,
+            next_refresh_at: None,
+            refresh_failures: 0,
+        };
+        ids.push(store.upsert_connection(&conn).await.expect("insert"));
+    }
+    // One google connection's grant dies.
+    let dead = &ids[1];
+    let leased = store
+        .try_acquire_lease(&dead.id, "o", Timestamp(1), Timestamp(10_000))
+        .await
+        .expect("lease")
+        .expect("free");
+    store
+        .mark_needs_reauth(&dead.id, "o", leased.version, "invalid_grant", Timestamp(2))
+        .await
+        .expect("mark")
+        .expect("won");
+    let counts = t.db.census().count_connections().await.expect("count");
+    let row = |provider: &str, status: &str, count: i64| ConnectionCount {
+        provider: provider.into(),
+        status: status.into(),
+        count,
+    };
+    assert_eq!(
+        counts,
+        vec![
+            row("google", "active", 2),
+            row("google", "needs_reauth", 1),
+            row("microsoft", "active", 1),
+        ]
+    );
+}
+
 on_every_backend!(
+    db connections_are_counted_by_provider_and_status,
     db records_chain_per_workspace_and_filter,
     db concurrent_writers_in_two_processes_never_fork_a_chain,
     db tampering_is_found_at_the_first_broken_record,

@@ -179,10 +179,41 @@ async fn audit_trail(postgres: bool) {
     assert_eq!(s, 401);
     assert!(relay.stop().await.success());
 
+    // CLI operations are audited too: revoking globex's key, re-sealing the vault.
+    let (ok, _, err) = opts
+        .run(&["api-key", "create", "--workspace", "globex"])
+        .await;
+    assert!(ok, "{err}");
+    let key_id = err
+        .split_whitespace()
+        .find(|w| w.starts_with("key_"))
+        .unwrap()
+        .to_owned();
+    let (ok, _, err) = opts.run(&["api-key", "revoke", &key_id]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = opts.run(&["vault", "reseal"]).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = opts.run(&["audit", "export"]).await;
+    assert!(ok, "{err}");
+    let revoked: Value = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["action"] == "api_key.revoked")
+        .expect("revocation audited");
+    assert_eq!(revoked["api_key_id"], key_id.as_str());
+    assert_eq!(
+        revoked["workspace_id"],
+        theirs["records"][0]["workspace_id"]
+    );
+    assert!(
+        out.contains("\"workspace_id\":\"_system\",\"action\":\"vault.resealed\""),
+        "{out}"
+    );
+
     let (ok, out, err) = opts.run(&["audit", "verify"]).await;
     assert!(ok, "{err}");
     assert!(
-        out.contains("audit log intact: 9 records in 2 workspaces"),
+        out.contains("audit log intact: 12 records in 3 workspaces"),
         "{out}"
     );
     let (ok, out, err) = opts
