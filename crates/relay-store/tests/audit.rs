@@ -342,7 +342,28 @@ async fn connections_are_counted_by_provider_and_status(t: &TestDb) {
     );
 }
 
+/// Two processes take turns on one chain: each one's idea of the head goes stale when the
+/// other writes, and its next append must notice instead of forking the chain.
+async fn writers_taking_turns_keep_one_chain(t: &TestDb) {
+    let second = t.open_again().await;
+    let (a, b) = (t.db.audit_store(), second.audit_store());
+    for round in 0..4i64 {
+        for (store, k) in [(&a, 0), (&b, 1), (&a, 2)] {
+            let n = round * 10 + k;
+            let stored = store
+                .append_audit(&[event("ws_turns", n, AuditAction::TokenRead)])
+                .await
+                .expect("append");
+            assert_eq!(stored[0].seq, round * 3 + k + 1);
+        }
+    }
+    let report = audit::verify(a.as_ref(), None).await.expect("verify");
+    assert_eq!((report.records, report.broken), (12, None));
+    second.close().await;
+}
+
 on_every_backend!(
+    db writers_taking_turns_keep_one_chain,
     db connections_are_counted_by_provider_and_status,
     db records_chain_per_workspace_and_filter,
     db concurrent_writers_in_two_processes_never_fork_a_chain,
