@@ -28,17 +28,6 @@ const ADVANCE_HEAD: &str = "UPDATE audit_heads SET seq = $1, hash = $2 WHERE wor
 const INSERT_ONE: &str = "INSERT INTO audit_log (workspace_id, seq, at, action, outcome, \
      api_key_id, actor_id, connection_id, provider, request_id, client_addr, detail, prev_hash, \
      hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
-/// The fast path for a batch of one workspace on PostgreSQL: one statement, one round trip.
-/// The head advances only if it is still the one this process wrote last (`$17`..`$19`);
-/// the records are inserted only if it did. Another replica having written meanwhile makes it
-/// insert nothing, and the batch takes the locking path instead.
-const APPEND_IF_HEAD_PG: &str = "WITH head AS (UPDATE audit_heads SET seq = $15, hash = $16 \
-     WHERE workspace_id = $17 AND seq = $18 AND hash = $19 RETURNING 1) \
-     INSERT INTO audit_log (workspace_id, seq, at, action, outcome, api_key_id, actor_id, \
-     connection_id, provider, request_id, client_addr, detail, prev_hash, hash) \
-     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
-     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-     $13::text[], $14::text[]) WHERE EXISTS (SELECT 1 FROM head)";
 /// PostgreSQL inserts a whole batch in one statement, one array per column.
 const INSERT_MANY_PG: &str = "INSERT INTO audit_log (workspace_id, seq, at, action, outcome, \
      api_key_id, actor_id, connection_id, provider, request_id, client_addr, detail, prev_hash, \
@@ -62,10 +51,6 @@ const HEADS: &str =
     "SELECT workspace_id, seq, hash FROM audit_heads WHERE seq > 0 ORDER BY workspace_id";
 const CENSUS: &str = "SELECT provider, status, COUNT(*) AS n FROM connections \
      GROUP BY provider, status ORDER BY provider, status";
-
-/// The last head each workspace's chain had when this process appended to it.
-pub(crate) type HeadCache =
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, AuditHead>>>;
 
 fn record(row: &impl Fields) -> Result<AuditRecord, StoreError> {
     let action_text = row.text("action")?;
@@ -304,12 +289,6 @@ impl AuditStore for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let groups = workspaces(events);
-        if let [ws] = groups.as_slice()
-            && let Some(records) = self.append_if_head_unchanged(ws, events).await?
-        {
-            return Ok(records);
-        }
         let mut tx = self.pool().begin().await.map_err(err)?;
         let mut heads = BTreeMap::new();
         // Workspaces in id order: two batches lock shared heads in the same order.
@@ -329,21 +308,35 @@ impl AuditStore for PostgresStore {
             );
         }
         let (records, heads) = chain(heads, events);
-        bind_columns(sqlx::query(INSERT_MANY_PG), &records)
+        let col = |f: fn(&AuditRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(INSERT_MANY_PG)
+            .bind(col(|r| Some(r.event.workspace_id.as_str().to_owned())))
+            .bind(records.iter().map(|r| r.seq).collect::<Vec<i64>>())
+            .bind(records.iter().map(|r| r.event.at.0).collect::<Vec<i64>>())
+            .bind(col(|r| Some(r.event.action.as_str().to_owned())))
+            .bind(col(|r| Some(r.event.outcome.as_str().to_owned())))
+            .bind(col(|r| r.event.api_key_id.clone()))
+            .bind(col(|r| r.event.actor_id.clone()))
+            .bind(col(|r| r.event.connection_id.clone()))
+            .bind(col(|r| r.event.provider.clone()))
+            .bind(col(|r| r.event.request_id.clone()))
+            .bind(col(|r| r.event.client_addr.clone()))
+            .bind(col(|r| r.event.detail.clone()))
+            .bind(col(|r| Some(r.prev_hash.clone())))
+            .bind(col(|r| Some(r.hash.clone())))
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        for (ws, head) in &heads {
+        for (ws, head) in heads {
             sqlx::query(ADVANCE_HEAD)
                 .bind(head.seq)
-                .bind(head.hash.clone())
-                .bind(ws.clone())
+                .bind(head.hash)
+                .bind(ws)
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;
         }
         tx.commit().await.map_err(err)?;
-        self.remember_heads(heads);
         Ok(records)
     }
 
@@ -393,81 +386,3 @@ macro_rules! impl_key_lookup {
 
 impl_key_lookup!(SqliteStore, Dialect::Sqlite);
 impl_key_lookup!(PostgresStore, Dialect::Postgres);
-
-type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
-
-/// Binds the records as the fourteen column arrays of `INSERT_MANY_PG` / `APPEND_IF_HEAD_PG`.
-fn bind_columns<'q>(q: PgQuery<'q>, records: &[AuditRecord]) -> PgQuery<'q> {
-    let col = |f: fn(&AuditRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
-    q.bind(col(|r| Some(r.event.workspace_id.as_str().to_owned())))
-        .bind(records.iter().map(|r| r.seq).collect::<Vec<i64>>())
-        .bind(records.iter().map(|r| r.event.at.0).collect::<Vec<i64>>())
-        .bind(col(|r| Some(r.event.action.as_str().to_owned())))
-        .bind(col(|r| Some(r.event.outcome.as_str().to_owned())))
-        .bind(col(|r| r.event.api_key_id.clone()))
-        .bind(col(|r| r.event.actor_id.clone()))
-        .bind(col(|r| r.event.connection_id.clone()))
-        .bind(col(|r| r.event.provider.clone()))
-        .bind(col(|r| r.event.request_id.clone()))
-        .bind(col(|r| r.event.client_addr.clone()))
-        .bind(col(|r| r.event.detail.clone()))
-        .bind(col(|r| Some(r.prev_hash.clone())))
-        .bind(col(|r| Some(r.hash.clone())))
-}
-
-impl PostgresStore {
-    /// One round trip instead of five when this process wrote the workspace's chain last
-    /// (the common case: one writer task per process). `None` when the cached head is absent
-    /// or stale: the caller takes the locking path.
-    async fn append_if_head_unchanged(
-        &self,
-        ws: &str,
-        events: &[AuditEvent],
-    ) -> Result<Option<Vec<AuditRecord>>, StoreError> {
-        let cached = self
-            .audit_head_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(ws)
-            .cloned();
-        let Some(expected) = cached else {
-            return Ok(None);
-        };
-        let mut heads = BTreeMap::new();
-        heads.insert(ws.to_owned(), expected.clone());
-        let (records, heads) = chain(heads, events);
-        let Some(new_head) = heads.get(ws) else {
-            return Ok(None);
-        };
-        let inserted = bind_columns(sqlx::query(APPEND_IF_HEAD_PG), &records)
-            .bind(new_head.seq)
-            .bind(new_head.hash.clone())
-            .bind(ws.to_owned())
-            .bind(expected.seq)
-            .bind(expected.hash)
-            .execute(self.pool())
-            .await
-            .map_err(|e| error::map(Dialect::Postgres, e))?
-            .rows_affected();
-        if usize::try_from(inserted).ok() != Some(records.len()) {
-            // Another process advanced the chain: forget our head, take the locking path.
-            self.audit_head_cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(ws);
-            return Ok(None);
-        }
-        self.remember_heads(heads);
-        Ok(Some(records))
-    }
-
-    fn remember_heads(&self, heads: BTreeMap<String, AuditHead>) {
-        let mut cache = self
-            .audit_head_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for (ws, head) in heads {
-            cache.insert(ws, head);
-        }
-    }
-}

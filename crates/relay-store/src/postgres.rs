@@ -37,8 +37,6 @@ fn err(e: sqlx::Error) -> StoreError {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// The audit chain heads this process wrote last (see `audit.rs`).
-    pub(crate) audit_head_cache: crate::audit::HeadCache,
 }
 
 impl PostgresStore {
@@ -55,15 +53,12 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(err)?;
-        Ok(Self::from_pool(pool))
+        Ok(Self { pool })
     }
 
     /// Wraps a pool opened elsewhere (its options are the caller's responsibility).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self {
-            pool,
-            audit_head_cache: Default::default(),
-        }
+        Self { pool }
     }
 
     pub fn pool(&self) -> &PgPool {
