@@ -133,6 +133,11 @@ async fn scenario(postgres: bool) {
     assert!(
         audit_page.contains("token.refreshed") && audit_page.contains("connection.needs_reauth")
     );
+    assert!(
+        audit_page.contains("\"actor_id\":\"flow-actor\"")
+            && audit_page.contains("\"detail\":\"connect flow\""),
+        "the connect flow's connection is audited: {audit_page}"
+    );
 
     let metrics = relay
         .http
