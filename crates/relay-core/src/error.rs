@@ -42,4 +42,7 @@ pub enum ServiceError {
     Vault(#[from] VaultError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The operation's audit record could not be stored, so the operation fails too.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }

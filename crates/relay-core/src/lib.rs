@@ -7,6 +7,8 @@
 //! manual clock.
 
 pub mod actions;
+pub mod audit;
+pub mod census;
 pub mod clock;
 pub mod connect;
 pub mod connection;

@@ -24,6 +24,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{debug, info, warn};
 
+use crate::audit::{AuditAction, AuditEvent, AuditSink};
 use crate::clock::{Clock, Timestamp};
 use crate::connection::{ACCESS_TOKEN, Connection, ConnectionStatus, REFRESH_TOKEN, TokenUpdate};
 use crate::error::{ServiceError, StoreError};
@@ -127,6 +128,9 @@ pub struct IssuedToken {
     pub scopes: Scopes,
     pub connection_id: ConnectionId,
     pub path: ReadPath,
+    /// For the token read's audit record.
+    pub provider: ProviderName,
+    pub actor_id: ActorId,
 }
 
 /// Plaintext tokens to store for an actor (from a code exchange or an import).
@@ -162,6 +166,8 @@ pub struct TokenService {
     /// Names this process in lease owners, for operators reading the table.
     instance: String,
     gates: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Records refresh outcomes and re-authorization needs (see [`TokenService::with_audit`]).
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 /// Removes a connection's gate from the map when the last user leaves it.
@@ -207,7 +213,16 @@ impl TokenService {
             policy,
             instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             gates: Mutex::new(HashMap::new()),
+            audit: None,
         }
+    }
+
+    /// Records every refresh (`token.refreshed`, `token.refresh_failed`) and every connection
+    /// that needs re-authorization in the audit log. A refresh whose record cannot be stored
+    /// fails with [`ServiceError::Audit`].
+    pub fn with_audit(mut self, audit: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     pub fn policy(&self) -> &RefreshPolicy {
@@ -277,7 +292,16 @@ impl TokenService {
         if !req.force_refresh && !self.is_due(&conn, now, req.min_ttl) {
             return self.issue(&conn, path);
         }
-        self.refresh_single_flight(conn, req).await
+        let provider = conn.provider.clone();
+        let issued = self.refresh_single_flight(conn, req).await?;
+        let result = if issued.path == ReadPath::Refreshed {
+            "performed"
+        } else {
+            "joined"
+        };
+        metrics::counter!("token_refreshes_total", "provider" => provider.as_str().to_owned(), "result" => result)
+            .increment(1);
+        Ok(issued)
     }
 
     /// Whether the connection's token must be refreshed before it is handed out.
@@ -319,6 +343,8 @@ impl TokenService {
             scopes: conn.scopes.clone(),
             connection_id: conn.id.clone(),
             path,
+            provider: conn.provider.clone(),
+            actor_id: conn.actor_id.clone(),
         })
     }
 
@@ -359,7 +385,10 @@ impl TokenService {
         seen: Connection,
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
+        let waiting = std::time::Instant::now();
         let (_gate, _held) = self.enter_gate(&seen.id).await;
+        metrics::histogram!("refresh_lock_wait_seconds", "lock" => "process")
+            .record(waiting.elapsed().as_secs_f64());
         // Whoever was ahead of us may have refreshed already (here or in another process).
         let current = self.reload(&seen.id).await?;
         ensure_usable(&current)?;
@@ -383,6 +412,7 @@ impl TokenService {
             .plus(self.policy.lease + self.policy.provider_timeout);
         let mut counted_locked = false;
         let mut current = current;
+        let mut lease_wait = LeaseWait(None);
         loop {
             let now = self.clock.now();
             let until = now.plus(self.policy.lease);
@@ -404,6 +434,7 @@ impl TokenService {
                     return self.refresh_under_lease(leased, &owner, req).await;
                 }
                 None => {
+                    lease_wait.0.get_or_insert_with(std::time::Instant::now);
                     if !counted_locked {
                         events::record(&current.provider, OAuthEvent::RefreshLocked);
                         counted_locked = true;
@@ -440,7 +471,65 @@ impl TokenService {
         }
     }
 
+    /// Refreshes under the lease, then records the outcome in the audit log.
     async fn refresh_under_lease(
+        &self,
+        leased: Connection,
+        owner: &str,
+        req: TokenRequest,
+    ) -> Result<IssuedToken, ServiceError> {
+        let event = AuditEvent::new(
+            leased.workspace_id.clone(),
+            AuditAction::TokenRefreshed,
+            self.clock.now(),
+        )
+        .connection(&leased);
+        let provider = leased.provider.as_str().to_owned();
+        let result = self.refresh_and_save(leased, owner, req).await;
+        let failure = match &result {
+            Ok(issued) if issued.path == ReadPath::Refreshed => None,
+            Ok(_) => Some("not_completed"),
+            Err(ServiceError::NeedsReauth { .. }) => Some("needs_reauth"),
+            Err(ServiceError::ProviderUnavailable { .. }) => Some("provider_unavailable"),
+            Err(ServiceError::ProviderRejected { .. }) => Some("provider_rejected"),
+            Err(_) => Some("internal"),
+        };
+        if let Some(reason) = failure {
+            metrics::counter!("refresh_failures_total", "provider" => provider, "reason" => reason)
+                .increment(1);
+        }
+        let Some(audit) = self.audit.clone() else {
+            return result;
+        };
+        let event = match &result {
+            Ok(issued) if issued.path == ReadPath::Refreshed => event,
+            Ok(_) => AuditEvent {
+                action: AuditAction::TokenRefreshFailed,
+                ..event
+            }
+            .failed("the refresh did not complete; the stored token was served"),
+            Err(ServiceError::NeedsReauth { reason }) => AuditEvent {
+                action: AuditAction::ConnectionNeedsReauth,
+                ..event
+            }
+            .failed(reason),
+            Err(e) => AuditEvent {
+                action: AuditAction::TokenRefreshFailed,
+                ..event
+            }
+            .failed(e.to_string()),
+        };
+        match (audit.record(event).await, result) {
+            (Ok(()), result) => result,
+            (Err(audit_error), Ok(_)) => Err(audit_error.into()),
+            (Err(audit_error), Err(e)) => {
+                warn!(error = %audit_error, "the failed refresh could not be audited");
+                Err(e)
+            }
+        }
+    }
+
+    async fn refresh_and_save(
         &self,
         leased: Connection,
         owner: &str,
@@ -857,6 +946,18 @@ impl TokenService {
                 revoked: false,
                 revocation_note: Some("revocation timed out".into()),
             },
+        }
+    }
+}
+
+/// Measures how long a caller waited on another process's lease, when it did.
+struct LeaseWait(Option<std::time::Instant>);
+
+impl Drop for LeaseWait {
+    fn drop(&mut self) {
+        if let Some(since) = self.0 {
+            metrics::histogram!("refresh_lock_wait_seconds", "lock" => "lease")
+                .record(since.elapsed().as_secs_f64());
         }
     }
 }

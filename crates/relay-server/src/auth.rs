@@ -113,6 +113,7 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <api key>`"))?;
         let caller = state.api_keys.authenticate(token.trim()).await?;
         tracing::Span::current().record("workspace_id", caller.workspace_id.as_str());
+        relay_core::audit::RequestContext::set_current_api_key(&caller.api_key_id);
         Ok(caller)
     }
 }

@@ -118,6 +118,14 @@ impl From<ServiceError> for ApiError {
                     "a stored token could not be decrypted with the configured keys",
                 )
             }
+            ServiceError::Audit(err) => {
+                tracing::error!(error = %err, "operation refused: its audit record was not stored");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "audit_unavailable",
+                    "the operation could not be recorded in the audit log, so it was not performed",
+                )
+            }
             ServiceError::Store(err) => {
                 tracing::error!(error = %err, "storage failure");
                 match err {

@@ -8,8 +8,10 @@ pub mod auth;
 pub mod error;
 mod extract;
 mod middleware;
+pub mod readiness;
 pub mod routes;
 pub mod state;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -29,7 +31,7 @@ use utoipa_axum::routes;
 
 pub use state::{AppState, ServerSettings};
 
-use routes::{actions, connections, health, oauth, providers, studio, webhooks};
+use routes::{actions, audit, connections, health, oauth, providers, studio, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -88,6 +90,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(actions::execute_action))
         .routes(routes!(webhooks::get_webhook_secret))
         .routes(routes!(webhooks::rotate_webhook_secret))
+        .routes(routes!(audit::list_audit))
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.
@@ -157,6 +160,9 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost of the three: an incoming id that is too long or carries characters a log
+        // line should not is dropped here, so SetRequestId generates one instead.
+        .layer(axum::middleware::from_fn(middleware::screen_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
             axum::http::header::COOKIE,
@@ -174,6 +180,13 @@ pub fn metrics_handle() -> PrometheusHandle {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0,
                 ])
+                // Batch sizes are counts, not seconds.
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full("audit_batch_size".into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                    )
+                })
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();

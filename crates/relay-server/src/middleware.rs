@@ -1,9 +1,10 @@
-//! Cross-cutting request handling: a span per request carrying the request id, HTTP metrics
-//! by route template (never by raw path), and JSON envelopes for 404, 405 and panics.
+//! Cross-cutting request handling: a span per request carrying the request id (and the audit
+//! context: request id, client address, API key), HTTP metrics by route template (never by
+//! raw path), and JSON envelopes for 404, 405 and panics.
 
 use std::any::Any;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -25,8 +26,13 @@ pub(crate) async fn observe(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let client_addr = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string());
     let span = tracing::info_span!("request", %request_id, %method, %route, workspace_id = tracing::field::Empty);
-    let resp = next.run(req).instrument(span.clone()).await;
+    let context = relay_core::audit::RequestContext::new(request_id, client_addr);
+    let resp = context.scope(next.run(req)).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     span.in_scope(|| {
@@ -45,6 +51,31 @@ pub(crate) async fn observe(req: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());
     resp
+}
+
+/// The longest incoming `X-Request-Id` kept.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Keeps an incoming `X-Request-Id` only when it is 1 to 128 characters of letters, digits and
+/// `-_.:`; anything else (a log-injection attempt, a megabyte of noise) is removed, and a new
+/// id is generated for the request.
+pub(crate) async fn screen_request_id(mut req: Request, next: Next) -> Response {
+    let acceptable = |v: &axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+    };
+    let headers = req.headers_mut();
+    let all_ok = {
+        let mut values = headers.get_all("x-request-id").iter();
+        matches!((values.next(), values.next()), (Some(v), None) if acceptable(v))
+    };
+    if !all_ok {
+        headers.remove("x-request-id");
+    }
+    next.run(req).await
 }
 
 pub(crate) async fn not_found() -> ApiError {

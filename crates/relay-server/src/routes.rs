@@ -1,6 +1,7 @@
 //! Handlers, grouped by resource.
 
 pub mod actions;
+pub mod audit;
 pub mod connections;
 pub mod health;
 pub mod oauth;

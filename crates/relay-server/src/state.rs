@@ -12,6 +12,7 @@ use relay_providers::Catalog;
 use url::Url;
 
 use crate::auth::ApiKeys;
+use crate::readiness::ReadinessCheck;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -24,6 +25,12 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<ServerSettings>,
     pub metrics: PrometheusHandle,
+    /// Records sensitive operations; handlers await it before answering.
+    pub audit: Arc<dyn relay_core::audit::AuditSink>,
+    /// Reads the audit log for `GET /audit`.
+    pub audit_store: Arc<dyn relay_core::audit::AuditStore>,
+    /// Checks `/ready` runs besides the database and the key (Redis, breakers, audit writer).
+    pub readiness: Arc<Vec<Arc<dyn ReadinessCheck>>>,
 }
 
 /// Server behaviour that comes from configuration.

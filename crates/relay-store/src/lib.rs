@@ -15,6 +15,7 @@ use std::time::Duration;
 use relay_core::StoreError;
 use relay_core::ports::Store;
 
+mod audit;
 mod cache;
 mod error;
 mod postgres;
@@ -134,6 +135,33 @@ impl Database {
         }
     }
 
+    /// The audit log, as the port the audit writer uses.
+    pub fn audit_store(&self) -> Arc<dyn relay_core::audit::AuditStore> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.clone(),
+            Backend::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// Connection counts by provider and status, for the `connections` gauge.
+    pub fn census(&self) -> Arc<dyn relay_core::census::ConnectionCensus> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.clone(),
+            Backend::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// The workspace an API key belongs to, by the key's public id.
+    pub async fn api_key_workspace(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<relay_core::WorkspaceId>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.api_key_workspace(key_id).await,
+            Backend::Postgres(s) => s.api_key_workspace(key_id).await,
+        }
+    }
+
     /// Applies every embedded migration not yet applied. Safe to run on every start, and by
     /// several instances at once (PostgreSQL serialises them with an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -214,7 +242,7 @@ mod tests {
         assert_eq!(db.kind(), DatabaseKind::Sqlite);
         db.migrate().await.expect("migrates");
         db.store().ping().await.expect("answers");
-        assert_eq!(db.migration_versions().first(), Some(&1));
+        assert_eq!(db.migration_versions(), vec![1, 2, 4]);
         db.close().await;
     }
 

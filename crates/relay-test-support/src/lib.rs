@@ -26,6 +26,7 @@ pub mod fake_google_api;
 pub mod fake_graph;
 pub mod fake_provider;
 pub mod oidc_provider;
+pub mod otlp_collector;
 pub mod pkce;
 pub mod webhook_receiver;
 
@@ -37,6 +38,7 @@ pub use fake_provider::{
     Failure, FakeProvider, FakeProviderConfig, IssMode, RefreshMode, follow_authorize,
 };
 pub use oidc_provider::{OidcProviderHarness, OidcProviderOptions, complete_browser_flow};
+pub use otlp_collector::OtlpCollector;
 pub use pkce::Pkce;
 pub use webhook_receiver::{Reply, WebhookReceiver};
 

@@ -1,9 +1,11 @@
-//! The command line: `serve`, `migrate`, `api-key create|revoke`.
+//! The command line: `serve`, `migrate`, `api-key create|revoke`, `vault status|reseal`,
+//! `audit verify|export`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use relay_core::audit::{self, AuditAction, AuditEvent};
 use relay_core::{Clock, SystemClock};
 
 use crate::config::Config;
@@ -44,6 +46,9 @@ enum Command {
     /// Import existing tokens (see docs/OPERATIONS.md, "Importing tokens").
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Verify or export the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(clap::Args)]
@@ -79,6 +84,26 @@ enum ImportCommand {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every workspace's hash chain; exits non-zero naming the first broken record.
+    Verify {
+        #[arg(long)]
+        workspace: Option<String>,
+    },
+    /// Write the records as JSON lines (oldest first per workspace) to standard output.
+    Export {
+        #[arg(long)]
+        workspace: Option<String>,
+        /// RFC 3339; records at or after this time.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339; records before this time.
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum VaultCommand {
     /// How many sealed tokens each key holds.
     Status,
@@ -109,8 +134,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let config = Config::load(cli.config.as_deref())?;
-    runtime::init_logging(&config.log_format);
-    match cli.command {
+    let telemetry = runtime::init_logging(&config.log_format);
+    let result = run_command(cli.command, config).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
         Command::Serve => runtime::serve(config).await,
         Command::Openapi => Ok(()),
         Command::Migrate { undo_to } => {
@@ -154,6 +185,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .insert_api_key(&minted.record)
                 .await
                 .context("storing the API key")?;
+            crate::audit_cli::record(
+                &db,
+                AuditEvent::new(ws.id.clone(), AuditAction::ApiKeyCreated, now)
+                    .api_key_id(minted.record.id.clone()),
+            )
+            .await?;
             db.close().await;
             eprintln!(
                 "created API key {} for workspace {:?} ({}); it is shown once:",
@@ -184,6 +221,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Audit(cmd) => {
+            let db = runtime::open_database(&config).await?;
+            let result = match cmd {
+                AuditCommand::Verify { workspace } => {
+                    crate::audit_cli::verify(&db, workspace.as_deref()).await
+                }
+                AuditCommand::Export {
+                    workspace,
+                    from,
+                    to,
+                } => {
+                    crate::audit_cli::export(
+                        &db,
+                        workspace.as_deref(),
+                        from.as_deref(),
+                        to.as_deref(),
+                    )
+                    .await
+                }
+            };
+            db.close().await;
+            result
+        }
         Command::Vault(cmd) => {
             let db = runtime::open_database(&config).await?;
             let store = db.store();
@@ -198,6 +258,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 VaultCommand::Reseal => {
                     let r = relay_core::rotation::reseal_all(store.as_ref(), &keys.keyring).await?;
+                    let event = AuditEvent::new(
+                        relay_core::WorkspaceId::from_stored(audit::SYSTEM_WORKSPACE.to_owned()),
+                        AuditAction::VaultResealed,
+                        SystemClock.now(),
+                    );
+                    let summary = format!(
+                        "primary key {}: resealed {}, changed meanwhile {}, unreadable {}",
+                        keys.keyring.primary_id(),
+                        r.resealed,
+                        r.changed_meanwhile,
+                        r.unreadable
+                    );
+                    let event = if r.unreadable > 0 {
+                        event.failed(&summary)
+                    } else {
+                        event.detail(&summary)
+                    };
+                    crate::audit_cli::record(&db, event).await?;
                     println!(
                         "scanned {}, re-sealed {}, changed meanwhile {}, unreadable {}",
                         r.scanned, r.resealed, r.changed_meanwhile, r.unreadable
@@ -216,11 +294,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
             let db = runtime::open_database(&config).await?;
+            let now = SystemClock.now();
             let revoked = db
                 .store()
-                .revoke_api_key(&id, SystemClock.now())
+                .revoke_api_key(&id, now)
                 .await
                 .context("revoking the API key")?;
+            if revoked
+                && let Some(ws) = db
+                    .api_key_workspace(&id)
+                    .await
+                    .context("finding the key's workspace")?
+            {
+                crate::audit_cli::record(
+                    &db,
+                    AuditEvent::new(ws, AuditAction::ApiKeyRevoked, now).api_key_id(id.clone()),
+                )
+                .await?;
+            }
             db.close().await;
             if revoked {
                 println!("revoked {id}");

@@ -30,6 +30,10 @@ pub struct FileConfig {
     pub providers: BTreeMap<String, ProviderSettings>,
     #[serde(default)]
     pub actions: ActionsConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 /// `[actions]`: previews, provider API calls, Drive limits.
@@ -76,6 +80,22 @@ impl Default for ActionsConfig {
     }
 }
 
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// After SIGTERM, how long requests (and the refreshes they wait on) may take to finish
+    /// before the process exits anyway.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
 /// `[actions.webhook]`: where webhooks may go and how long they may take.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
@@ -97,6 +117,24 @@ impl Default for WebhookConfig {
             timeout_ms: 15_000,
             max_response_bytes: 64 * 1024,
             secret_grace_secs: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Most audit records stored per group-commit transaction.
+    pub max_batch: usize,
+    /// Records that may wait for the writer before callers queue.
+    pub queue: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            queue: 8192,
         }
     }
 }
@@ -187,6 +225,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub providers: BTreeMap<ProviderName, ProviderSettings>,
     pub actions: ActionsConfig,
+    pub server: ServerConfig,
+    pub audit: AuditConfig,
 }
 
 /// Reads one environment variable, treating empty as unset.
@@ -296,6 +336,9 @@ impl Config {
         if file.actions.preview_ttl_secs == 0 {
             bail!("actions.preview_ttl_secs must be positive");
         }
+        if file.audit.max_batch == 0 || file.audit.queue == 0 {
+            bail!("audit.max_batch and audit.queue must be positive");
+        }
         if !(0.0..=0.9).contains(&file.refresh.fraction) {
             bail!("refresh.fraction must be between 0 and 0.9");
         }
@@ -311,6 +354,8 @@ impl Config {
             cache: file.cache,
             providers,
             actions: file.actions,
+            server: file.server,
+            audit: file.audit,
         })
     }
 

@@ -1,10 +1,13 @@
 //! `relay`: one binary. `serve` runs the gateway; the other subcommands are operations on the
 //! same configuration (migrations, API keys).
 
+mod audit_cli;
 mod cli;
 mod config;
 mod import;
 mod keys;
+#[cfg(feature = "otel")]
+mod otel;
 mod runtime;
 
 use clap::Parser;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use relay_core::actions::{ActionService, ActionSettings};
+use relay_core::audit::{AuditLog, AuditSink, GroupCommit};
 use relay_core::connect::ConnectService;
 use relay_core::refresh::{RefreshPolicy, TokenService};
 use relay_core::{Clock, SystemClock};
@@ -13,6 +14,7 @@ use relay_providers::actions::{
     ActionRetryPolicy, Cidr, ExecutorSettings, ProviderActions, WebhookSettings,
 };
 use relay_server::auth::ApiKeys;
+use relay_server::readiness::AuditWriterCheck;
 use relay_server::{AppState, ServerSettings};
 use relay_store::{Database, MemoryCache};
 use tracing::info;
@@ -21,23 +23,70 @@ use url::Url;
 use crate::config::Config;
 use crate::keys;
 
-pub fn init_logging(format: &str) {
+/// What logging set up that must be shut down at exit (the trace exporter, which flushes
+/// the spans it still holds).
+#[derive(Default)]
+pub struct Telemetry {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(p) = self.provider
+            && let Err(e) = p.shutdown()
+        {
+            tracing::warn!(error = %e, "flushing traces failed");
+        }
+    }
+}
+
+pub fn init_logging(format: &str) -> Telemetry {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    // One global filter for every output (logs and exported traces).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // Logging may already be initialised (tests); that is fine.
-    let _ = if format == "json" {
-        builder
-            .json()
+    let fmt = if format == "json" {
+        fmt.json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init()
+            .boxed()
     } else {
-        builder.try_init()
+        fmt.boxed()
     };
+    #[allow(unused_mut)]
+    let mut telemetry = Telemetry::default();
+    #[allow(unused_mut)]
+    let mut layers = vec![fmt];
+    #[cfg(feature = "otel")]
+    if crate::otel::configured() {
+        match crate::otel::layer() {
+            Ok((provider, layer)) => {
+                layers.push(layer.boxed());
+                telemetry.provider = Some(provider);
+            }
+            Err(e) => eprintln!("warning: OpenTelemetry export disabled: {e:#}"),
+        }
+    }
+    // Logging may already be initialised (tests); that is fine.
+    let _ = tracing_subscriber::registry()
+        .with(layers)
+        .with(filter)
+        .try_init();
+    #[cfg(not(feature = "otel"))]
+    if std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.trim().is_empty()) {
+        tracing::warn!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but this relay was built without the `otel` feature; no traces are exported"
+        );
+    }
+    telemetry
 }
 
 /// Opens the configured database and brings its schema up to date.
@@ -92,14 +141,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         backoff_max: Duration::from_millis(r.backoff_max_ms),
         lock_poll: Duration::from_millis(50),
     };
-    let tokens = Arc::new(TokenService::new(
-        store.clone(),
-        cache,
-        catalog.clone(),
-        keyring.clone(),
-        clock.clone(),
-        policy,
-    ));
+    let audit_log = AuditLog::spawn(
+        db.audit_store(),
+        GroupCommit {
+            max_batch: config.audit.max_batch,
+            queue: config.audit.queue,
+        },
+    );
+    let audit: Arc<dyn AuditSink> = Arc::new(audit_log.clone());
+    let tokens = Arc::new(
+        TokenService::new(
+            store.clone(),
+            cache,
+            catalog.clone(),
+            keyring.clone(),
+            clock.clone(),
+            policy,
+        )
+        .with_audit(audit.clone()),
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
         .await
@@ -138,9 +198,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         keyring.clone(),
         clock.clone(),
     )?);
-    for info in catalog.infos() {
-        relay_core::events::register(&info.name);
-    }
+    let provider_names: Vec<_> = catalog.infos().into_iter().map(|i| i.name).collect();
+    relay_server::telemetry::describe(&provider_names);
     let state = AppState {
         tokens,
         connect,
@@ -158,16 +217,45 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             primary_key_id,
         }),
         metrics,
+        audit,
+        audit_store: db.audit_store(),
+        readiness: Arc::new(vec![Arc::new(AuditWriterCheck(audit_log)) as _]),
     };
 
     let janitor = tokio::spawn(purge_expired_flows(store.clone(), clock.clone()));
     let preview_janitor = tokio::spawn(purge_expired_previews(actions, clock.clone()));
+    let census = tokio::spawn(count_connections(db.census(), provider_names));
+    let readiness = tokio::spawn(relay_server::routes::health::watch_readiness(
+        state.clone(),
+        Duration::from_secs(15),
+    ));
     if keyring.key_ids().len() > 1 {
         // Previous keys are configured: a rotation is under way. Re-seal in the background.
-        let (store, keyring) = (store.clone(), keyring.clone());
+        let (store, keyring, audit) = (store.clone(), keyring.clone(), state.audit.clone());
         tokio::spawn(async move {
-            if let Err(e) = relay_core::rotation::reseal_all(store.as_ref(), &keyring).await {
-                tracing::warn!(error = %e, "background re-seal failed; `relay vault reseal` retries it");
+            match relay_core::rotation::reseal_all(store.as_ref(), &keyring).await {
+                Ok(r) => {
+                    let event = relay_core::audit::AuditEvent::new(
+                        relay_core::WorkspaceId::from_stored(
+                            relay_core::audit::SYSTEM_WORKSPACE.to_owned(),
+                        ),
+                        relay_core::audit::AuditAction::VaultResealed,
+                        SystemClock.now(),
+                    )
+                    .detail(format!(
+                        "background: primary key {}: resealed {}, changed meanwhile {}, unreadable {}",
+                        keyring.primary_id(),
+                        r.resealed,
+                        r.changed_meanwhile,
+                        r.unreadable
+                    ));
+                    if let Err(e) = audit.record(event).await {
+                        tracing::error!(error = %e, "the background re-seal could not be audited");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "background re-seal failed; `relay vault reseal` retries it")
+                }
             }
         });
     }
@@ -176,14 +264,53 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         public_base_url = %public_base_url,
         "relay listening on http://{local}"
     );
-    relay_server::serve(listener, state, shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    // After SIGTERM, requests in flight (and the refreshes they wait on) get the grace period;
+    // then the process exits anyway.
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(true);
+    };
+    let grace_over = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = relay_server::serve(listener, state, shutdown) => served.context("serving HTTP")?,
+        () = grace_over => {
+            // Closing the pool would wait for the requests still running: exit now instead;
+            // their connections close with the process.
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "shutdown grace period over; exiting with requests still in flight"
+            );
+            return Ok(());
+        }
+    }
     janitor.abort();
     preview_janitor.abort();
+    census.abort();
+    readiness.abort();
     db.close().await;
     info!("relay stopped");
     Ok(())
+}
+
+/// Keeps the `connections{provider,status}` gauge current: one grouped count every 30 s,
+/// whatever the request rate.
+async fn count_connections(
+    census: Arc<dyn relay_core::census::ConnectionCensus>,
+    providers: Vec<relay_core::ProviderName>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        match census.count_connections().await {
+            Ok(counts) => relay_server::telemetry::record_census(&providers, &counts),
+            Err(e) => tracing::warn!(error = %e, "counting connections failed"),
+        }
+    }
 }
 
 /// Expired connect flows are useless; keep the table small.

@@ -1,6 +1,7 @@
 //! Secrets never leave the vault in plaintext: canary tokens, the authorization code, the
 //! client secret and the API key are searched for in the database files (SQLite) or a
-//! `pg_dump` (PostgreSQL), in every log line, in metrics and in error bodies.
+//! `pg_dump` (PostgreSQL), in every log line, in metrics, in error bodies and in the audit log
+//! (`GET /audit` and `relay audit export`), through the whole flow.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -32,7 +33,7 @@ async fn scenario(postgres: bool) {
     let mut opts = RelayOptions::new(dir.path(), &toml);
     opts.database_url = pg.as_ref().map(|p| p.url.clone());
     let key = opts.create_api_key("acme").await;
-    let relay = Relay::start(opts).await;
+    let relay = Relay::start(opts.clone()).await;
 
     // Imported tokens (random values the fake minted: canaries only this test knows), then a
     // refresh (new tokens from the provider).
@@ -81,6 +82,63 @@ async fn scenario(postgres: bool) {
         .unwrap();
     assert!(!replay.contains(&code));
 
+    // Error bodies of requests that carry secrets, or fail because of them.
+    let mut error_bodies = vec![replay];
+    let bad_requests = [
+        format!(
+            "{{\"provider\": \"test\", \"actor_id\": \"x\", \"access_token\": \"{canary_access}\""
+        ),
+        format!(
+            "{{\"provider\": \"test\", \"actor_id\": \"x\", \"access_token\": \"{canary_access}\", \"token_type\": \"{canary_refresh}\"}}"
+        ),
+        format!(
+            "{{\"provider\": \"test\", \"actor_id\": \"x\", \"access_token\": \"{canary_access}\", \"expires_at\": \"{canary_refresh}\"}}"
+        ),
+        format!(
+            "{{\"provider\": \"test\", \"actor_id\": \"x\", \"access_token\": \"{canary_access}\", \"colour\": \"{canary_refresh}\"}}"
+        ),
+    ];
+    for body in bad_requests {
+        let r = relay
+            .http
+            .post(relay.url("/connections"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error());
+        error_bodies.push(r.text().await.unwrap());
+    }
+    let wrong_key = relay
+        .get(&format!("/connections/{id}/token"), &format!("{key}x"))
+        .await;
+    assert_eq!(wrong_key.status().as_u16(), 401);
+    error_bodies.push(wrong_key.text().await.unwrap());
+    // The grant dies: the forced refresh fails with needs_reauth, whose reason comes from the
+    // provider's answer.
+    assert!(fake.revoke_grant(&rotated_refresh));
+    let dead = relay
+        .get(&format!("/connections/{id}/token?force_refresh=true"), &key)
+        .await;
+    assert_eq!(dead.status().as_u16(), 409);
+    error_bodies.push(dead.text().await.unwrap());
+    let audit_page = relay
+        .get("/audit?limit=1000", &key)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        audit_page.contains("token.refreshed") && audit_page.contains("connection.needs_reauth")
+    );
+    assert!(
+        audit_page.contains("\"actor_id\":\"flow-actor\"")
+            && audit_page.contains("\"detail\":\"connect flow\""),
+        "the connect flow's connection is audited: {audit_page}"
+    );
+
     let metrics = relay
         .http
         .get(relay.url("/metrics"))
@@ -106,8 +164,19 @@ async fn scenario(postgres: bool) {
     ];
     secrets.retain(|s| !s.is_empty());
 
+    let (ok, exported, err) = opts.run(&["audit", "export"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        exported.contains("token.read"),
+        "the export has the records"
+    );
+    let (ok, verified, err) = opts.run(&["audit", "verify"]).await;
+    assert!(ok, "{err}");
     let logs = log_handle.lock().unwrap().clone();
-    assert!(logs.contains("token refreshed"), "the logs were captured");
+    assert!(
+        logs.contains("token refreshed"),
+        "the logs were captured: {logs}"
+    );
     let mut stored = Vec::new();
     match &pg {
         None => {
@@ -151,6 +220,18 @@ async fn scenario(postgres: bool) {
             !metrics.contains(secret.as_str()),
             "a secret is in the metrics"
         );
+        for body in &error_bodies {
+            assert!(
+                !body.contains(secret.as_str()),
+                "a secret is in an error body: {body}"
+            );
+        }
+        for audit in [&audit_page, &exported, &verified] {
+            assert!(
+                !audit.contains(secret.as_str()),
+                "a secret is in the audit log"
+            );
+        }
     }
 }
 

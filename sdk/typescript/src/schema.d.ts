@@ -61,6 +61,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The workspace's audit records, newest first. */
+        get: operations["list_audit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/connections": {
         parameters: {
             query?: never;
@@ -288,6 +305,41 @@ export interface components {
             scopes: string[];
             /** @description `read`, `write` or `send`. */
             side_effect: string;
+        };
+        AuditPage: {
+            /** @description Pass as `cursor` for the next (older) page; absent on the last page. */
+            next_cursor?: string | null;
+            records: components["schemas"]["AuditRecordView"][];
+        };
+        /** @description One audit record, as `GET /audit` and `relay audit export` show it. */
+        AuditRecordView: {
+            /**
+             * @description `connection.created`, `token.read`, `token.refreshed`, `token.refresh_failed`,
+             *     `connection.needs_reauth`, `connection.deleted`, `action.previewed`, `action.executed`,
+             *     `api_key.created`, `api_key.revoked`, `vault.resealed`.
+             */
+            action: string;
+            actor_id?: string | null;
+            api_key_id?: string | null;
+            /** @description RFC 3339, millisecond precision. */
+            at: string;
+            client_addr?: string | null;
+            connection_id?: string | null;
+            detail?: string | null;
+            /** @description SHA-256 over `prev_hash` and this record's canonical encoding. */
+            hash: string;
+            /** @description `ok` or `failed`. */
+            outcome: string;
+            /** @description The previous record's hash (64 zeros for the first). */
+            prev_hash: string;
+            provider?: string | null;
+            request_id?: string | null;
+            /**
+             * Format: int64
+             * @description Position in the workspace's chain, from 1.
+             */
+            seq: number;
+            workspace_id: string;
         };
         AuthorizeResponse: {
             /** @description Send the user's browser here. */
@@ -648,6 +700,57 @@ export interface operations {
             };
             /** @description validation_error, destination_blocked */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    list_audit: {
+        parameters: {
+            query?: {
+                connection_id?: string;
+                actor_id?: string;
+                /** @description One action name, e.g. `token.read`. */
+                action?: string;
+                /** @description RFC 3339; records at or after this time. */
+                from?: string;
+                /** @description RFC 3339; records before this time. */
+                to?: string;
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string;
+                /** @description 1 to 1000, default 100. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditPage"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use relay_core::audit::{AuditAction, AuditEvent};
 use relay_core::connection::Connection;
 use relay_core::oauth::TokenSet;
 use relay_core::ports::ConnectionFilter;
 use relay_core::refresh::{NewConnection, TokenRequest};
-use relay_core::{ConnectionId, Scopes, Timestamp};
+use relay_core::{ConnectionId, Scopes, ServiceError, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -240,7 +241,7 @@ pub async fn create_connection(
     let conn = state
         .tokens
         .store_new(NewConnection {
-            workspace_id: caller.workspace_id,
+            workspace_id: caller.workspace_id.clone(),
             provider,
             actor_type,
             actor_id,
@@ -255,6 +256,19 @@ pub async fn create_connection(
             expires_at,
         })
         .await?;
+    state
+        .audit
+        .record(
+            AuditEvent::new(
+                caller.workspace_id.clone(),
+                AuditAction::ConnectionCreated,
+                state.clock.now(),
+            )
+            .connection(&conn)
+            .detail("imported"),
+        )
+        .await
+        .map_err(ServiceError::from)?;
     Ok((StatusCode::CREATED, axum::Json(ConnectionView::from(&conn))))
 }
 
@@ -307,7 +321,7 @@ pub async fn get_connection_token(
         ));
     }
     let started = std::time::Instant::now();
-    let issued = state
+    let result = state
         .tokens
         .token(
             &caller.workspace_id,
@@ -317,7 +331,39 @@ pub async fn get_connection_token(
                 force_refresh: q.force_refresh.unwrap_or(false),
             },
         )
-        .await?;
+        .await;
+    let read = AuditEvent::new(
+        caller.workspace_id.clone(),
+        AuditAction::TokenRead,
+        state.clock.now(),
+    )
+    .connection_id(id.to_string());
+    let issued = match result {
+        Ok(issued) => issued,
+        Err(e) => {
+            // A refused read of an existing connection is recorded too (best effort: the
+            // caller gets the original error either way).
+            let read = match state.tokens.connection(&caller.workspace_id, &id).await {
+                Ok((conn, _)) => read.connection(&conn),
+                Err(_) => read,
+            };
+            if !matches!(e, ServiceError::NotFound(_) | ServiceError::Audit(_))
+                && let Err(audit_error) = state.audit.record(read.failed(e.to_string())).await
+            {
+                tracing::warn!(error = %audit_error, "a refused token read could not be audited");
+            }
+            return Err(e.into());
+        }
+    };
+    // No token leaves without its audit record stored.
+    state
+        .audit
+        .record(
+            read.actor_id(issued.actor_id.to_string())
+                .provider(issued.provider.to_string()),
+        )
+        .await
+        .map_err(ServiceError::from)?;
     metrics::histogram!("token_read_seconds", "path" => issued.path.as_str())
         .record(started.elapsed().as_secs_f64());
     Ok((
@@ -350,7 +396,26 @@ pub async fn delete_connection(
     Path(id): Path<String>,
 ) -> Result<axum::Json<DeletionView>, ApiError> {
     let id = parse_connection_id(&id)?;
+    let (conn, _) = state.tokens.connection(&caller.workspace_id, &id).await?;
     let d = state.tokens.delete(&caller.workspace_id, &id).await?;
+    let detail = match (&d.revoked, &d.revocation_note) {
+        (true, _) => "revoked at the provider".to_owned(),
+        (false, Some(note)) => format!("not revoked: {note}"),
+        (false, None) => "not revoked".to_owned(),
+    };
+    state
+        .audit
+        .record(
+            AuditEvent::new(
+                caller.workspace_id.clone(),
+                AuditAction::ConnectionDeleted,
+                state.clock.now(),
+            )
+            .connection(&conn)
+            .detail(detail),
+        )
+        .await
+        .map_err(ServiceError::from)?;
     Ok(axum::Json(DeletionView {
         deleted: true,
         revoked: d.revoked,

@@ -1,5 +1,6 @@
 //! Liveness and readiness. `/health` answers while the process runs; `/ready` says whether
-//! this instance can serve: the database answers (2 s budget) and the encryption key is loaded.
+//! this instance can serve: the database answers (2 s budget), the encryption key is loaded,
+//! and every required [`crate::readiness::ReadinessCheck`] passes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -41,6 +42,34 @@ pub struct Readiness {
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
+    let (ready, checks) = evaluate(&state).await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(Readiness {
+            status: if ready { "ready" } else { "not_ready" },
+            checks,
+        }),
+    )
+}
+
+/// Re-evaluates readiness every `every`, so the `ready` and `readiness_check` gauges (which
+/// alerts use) stay current even when nothing calls `/ready`.
+pub async fn watch_readiness(state: AppState, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let _ = evaluate(&state).await;
+    }
+}
+
+/// Runs every check; returns whether the instance is ready, and each check's result. Also
+/// sets the `ready` and `readiness_check{check}` gauges.
+async fn evaluate(state: &AppState) -> (bool, BTreeMap<String, Check>) {
     let mut checks = BTreeMap::new();
     let db = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => Check {
@@ -79,19 +108,29 @@ pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
             },
         );
     }
-    let ready = checks.values().all(|c| c.ok);
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        axum::Json(Readiness {
-            status: if ready { "ready" } else { "not_ready" },
-            checks,
-        }),
-    )
+    let mut ready = checks.values().all(|c| c.ok);
+    for check in state.readiness.iter() {
+        let result = crate::readiness::run(check).await;
+        if check.required() && !result.ok {
+            ready = false;
+        }
+        checks.insert(
+            check.name(),
+            Check {
+                ok: result.ok,
+                detail: result.detail,
+            },
+        );
+    }
+    for (name, check) in &checks {
+        metrics::gauge!("readiness_check", "check" => name.clone()).set(if check.ok {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    metrics::gauge!("ready").set(if ready { 1.0 } else { 0.0 });
+    (ready, checks)
 }
 
 /// Prometheus text exposition.

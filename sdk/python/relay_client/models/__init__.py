@@ -3,6 +3,8 @@
 from .action_list import ActionList
 from .action_view import ActionView
 from .action_view_params_schema import ActionViewParamsSchema
+from .audit_page import AuditPage
+from .audit_record_view import AuditRecordView
 from .authorize_response import AuthorizeResponse
 from .check import Check
 from .connection_list import ConnectionList
@@ -32,6 +34,8 @@ __all__ = (
     "ActionList",
     "ActionView",
     "ActionViewParamsSchema",
+    "AuditPage",
+    "AuditRecordView",
     "AuthorizeResponse",
     "Check",
     "ConnectionList",

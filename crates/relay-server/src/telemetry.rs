@@ -1,0 +1,119 @@
+//! Every metric Relay exports, described once at start and registered at zero where its
+//! labels are known in advance, so dashboards and alerts see each series from the first
+//! scrape instead of after the first occurrence.
+//!
+//! Labels have bounded cardinality: provider names (configuration), route templates, status
+//! codes and small enumerations. Never a connection id, actor id, email or URL.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use relay_core::ProviderName;
+use relay_core::census::ConnectionCount;
+use relay_core::refresh::ReadPath;
+
+/// Connection statuses, for the `connections` gauge.
+const STATUSES: [&str; 3] = ["active", "needs_reauth", "revoked"];
+
+/// Reasons of `refresh_failures_total`, as the token service reports them.
+const REFRESH_FAILURE_REASONS: [&str; 5] = [
+    "needs_reauth",
+    "provider_unavailable",
+    "provider_rejected",
+    "not_completed",
+    "internal",
+];
+
+/// Describes every metric and registers the series whose labels are known now.
+pub fn describe(providers: &[ProviderName]) {
+    describe_counter!(
+        "oauth_events_total",
+        "OAuth events by provider: authorize_started, callback_error, invalid_state, token_exchange_failed, token_exchange_timeout, missing_access_token, tokens_stored, refresh_start, refresh_ok, refresh_failed, refresh_locked"
+    );
+    describe_histogram!(
+        "refresh_latency_seconds",
+        Unit::Seconds,
+        "Token-endpoint refresh calls, retries included"
+    );
+    describe_histogram!(
+        "token_read_seconds",
+        Unit::Seconds,
+        "Token reads by how they were served: hit, miss (cache), refreshed (this read refreshed), joined (another caller's refresh)"
+    );
+    describe_counter!(
+        "refresh_failures_total",
+        "Refreshes that did not store a new token, by reason: needs_reauth, provider_unavailable, provider_rejected, not_completed (the current token was served), internal"
+    );
+    describe_counter!(
+        "token_refreshes_total",
+        "Reads of a due token by result: performed (this caller refreshed) or joined (served by a refresh another caller performed)"
+    );
+    describe_histogram!(
+        "refresh_lock_wait_seconds",
+        Unit::Seconds,
+        "Time waiting for another refresh of the same connection: lock=process (in this process) or lease (another instance)"
+    );
+    describe_gauge!(
+        "connections",
+        "Connections by provider and status, counted from the database every 30 s"
+    );
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests by method, route template and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request duration by method and route template"
+    );
+    describe_gauge!(
+        "readiness_check",
+        "1 when a readiness check passes, 0 when it fails (updated every 15 s and on /ready)"
+    );
+    describe_gauge!(
+        "ready",
+        "1 when every required readiness check passes, else 0"
+    );
+    relay_core::audit::describe_metrics();
+
+    for path in [
+        ReadPath::CacheHit,
+        ReadPath::CacheMiss,
+        ReadPath::Refreshed,
+        ReadPath::Joined,
+    ] {
+        let _ = metrics::histogram!("token_read_seconds", "path" => path.as_str());
+    }
+    for lock in ["process", "lease"] {
+        let _ = metrics::histogram!("refresh_lock_wait_seconds", "lock" => lock);
+    }
+    for provider in providers {
+        relay_core::events::register(provider);
+        let name = provider.as_str().to_owned();
+        let _ = metrics::histogram!("refresh_latency_seconds", "provider" => name.clone());
+        for result in ["performed", "joined"] {
+            metrics::counter!("token_refreshes_total", "provider" => name.clone(), "result" => result)
+                .increment(0);
+        }
+        for status in STATUSES {
+            metrics::gauge!("connections", "provider" => name.clone(), "status" => status).set(0.0);
+        }
+        for reason in REFRESH_FAILURE_REASONS {
+            metrics::counter!("refresh_failures_total", "provider" => name.clone(), "reason" => reason)
+                .increment(0);
+        }
+    }
+}
+
+/// Sets the `connections` gauge from a census. Series of configured providers that have no
+/// connection in some status are set to zero (not left at an old value).
+pub fn record_census(providers: &[ProviderName], counts: &[ConnectionCount]) {
+    for provider in providers {
+        for status in STATUSES {
+            let n = counts
+                .iter()
+                .find(|c| c.provider == provider.as_str() && c.status == status)
+                .map_or(0, |c| c.count);
+            metrics::gauge!("connections", "provider" => provider.as_str().to_owned(), "status" => status)
+                .set(n as f64);
+        }
+    }
+}

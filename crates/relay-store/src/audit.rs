@@ -1,0 +1,388 @@
+//! The audit log and the connection census for both dialects.
+//!
+//! Appending is one transaction: for each workspace in the batch (in id order, so two writers
+//! never wait on each other in a cycle) an upsert on `audit_heads` both creates the head and
+//! locks it (PostgreSQL's `ON CONFLICT DO UPDATE` takes the row lock and returns the latest
+//! committed head; SQLite's first write takes the database's single write lock), the records
+//! are chained with `relay_core::audit` and inserted, and the heads advanced. Writers in other
+//! processes wait on the same lock, so a chain never forks.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use relay_core::audit::{
+    AuditAction, AuditEvent, AuditFilter, AuditHead, AuditOutcome, AuditRecord, AuditStore,
+    GENESIS_HASH,
+};
+use relay_core::census::{ConnectionCensus, ConnectionCount};
+use relay_core::clock::Timestamp;
+use relay_core::{StoreError, WorkspaceId};
+
+use crate::error::{self, Dialect};
+use crate::rows::Fields;
+use crate::{PostgresStore, SqliteStore};
+
+const LOCK_HEAD: &str = "INSERT INTO audit_heads (workspace_id, seq, hash) VALUES ($1, 0, $2) \
+     ON CONFLICT (workspace_id) DO UPDATE SET seq = audit_heads.seq RETURNING seq, hash";
+const ADVANCE_HEAD: &str = "UPDATE audit_heads SET seq = $1, hash = $2 WHERE workspace_id = $3";
+const INSERT_ONE: &str = "INSERT INTO audit_log (workspace_id, seq, at, action, outcome, \
+     api_key_id, actor_id, connection_id, provider, request_id, client_addr, detail, prev_hash, \
+     hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+/// PostgreSQL inserts a whole batch in one statement, one array per column.
+const INSERT_MANY_PG: &str = "INSERT INTO audit_log (workspace_id, seq, at, action, outcome, \
+     api_key_id, actor_id, connection_id, provider, request_id, client_addr, detail, prev_hash, \
+     hash) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+     $13::text[], $14::text[])";
+const LIST: &str = "SELECT workspace_id, seq, at, action, outcome, api_key_id, actor_id, \
+     connection_id, provider, request_id, client_addr, detail, prev_hash, hash FROM audit_log \
+     WHERE workspace_id = $1 \
+       AND ($2 IS NULL OR connection_id = $2) \
+       AND ($3 IS NULL OR actor_id = $3) \
+       AND ($4 IS NULL OR action = $4) \
+       AND ($5 IS NULL OR at >= $5) \
+       AND ($6 IS NULL OR at < $6) \
+       AND ($7 IS NULL OR seq < $7) \
+     ORDER BY seq DESC LIMIT $8";
+const RANGE: &str = "SELECT workspace_id, seq, at, action, outcome, api_key_id, actor_id, \
+     connection_id, provider, request_id, client_addr, detail, prev_hash, hash FROM audit_log \
+     WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+const HEADS: &str =
+    "SELECT workspace_id, seq, hash FROM audit_heads WHERE seq > 0 ORDER BY workspace_id";
+const CENSUS: &str = "SELECT provider, status, COUNT(*) AS n FROM connections \
+     GROUP BY provider, status ORDER BY provider, status";
+
+fn record(row: &impl Fields) -> Result<AuditRecord, StoreError> {
+    let action_text = row.text("action")?;
+    let action = AuditAction::parse(&action_text)
+        .ok_or_else(|| StoreError::Other(format!("unknown audit action {action_text:?}")))?;
+    let outcome_text = row.text("outcome")?;
+    let outcome = AuditOutcome::parse(&outcome_text)
+        .ok_or_else(|| StoreError::Other(format!("unknown audit outcome {outcome_text:?}")))?;
+    Ok(AuditRecord {
+        seq: row.int("seq")?,
+        event: AuditEvent {
+            at: Timestamp(row.int("at")?),
+            workspace_id: WorkspaceId::from_stored(row.text("workspace_id")?),
+            action,
+            outcome,
+            api_key_id: row.opt_text("api_key_id")?,
+            actor_id: row.opt_text("actor_id")?,
+            connection_id: row.opt_text("connection_id")?,
+            provider: row.opt_text("provider")?,
+            request_id: row.opt_text("request_id")?,
+            client_addr: row.opt_text("client_addr")?,
+            detail: row.opt_text("detail")?,
+        },
+        prev_hash: row.text("prev_hash")?,
+        hash: row.text("hash")?,
+    })
+}
+
+/// Chains `events` after the locked heads, in order; returns the records and the new heads.
+fn chain(
+    mut heads: BTreeMap<String, AuditHead>,
+    events: &[AuditEvent],
+) -> (Vec<AuditRecord>, BTreeMap<String, AuditHead>) {
+    let records = events
+        .iter()
+        .map(|e| {
+            heads
+                .entry(e.workspace_id.as_str().to_owned())
+                .or_insert_with(AuditHead::genesis)
+                .append(e.clone())
+        })
+        .collect();
+    (records, heads)
+}
+
+fn workspaces(events: &[AuditEvent]) -> Vec<String> {
+    let mut ws: Vec<String> = events
+        .iter()
+        .map(|e| e.workspace_id.as_str().to_owned())
+        .collect();
+    ws.sort();
+    ws.dedup();
+    ws
+}
+
+/// Binds the list query's parameters, in `LIST` order (the same for both dialects).
+macro_rules! bind_list {
+    ($q:expr, $ws:expr, $f:expr) => {
+        $q.bind($ws.as_str().to_owned())
+            .bind($f.connection_id.clone())
+            .bind($f.actor_id.clone())
+            .bind($f.action.map(|a| a.as_str()))
+            .bind($f.from.map(|t| t.0))
+            .bind($f.to.map(|t| t.0))
+            .bind($f.before_seq)
+            .bind(i64::from($f.limit.clamp(1, 1000)))
+    };
+}
+
+/// The read side is the same SQL on both dialects.
+macro_rules! impl_reads {
+    ($store:ty, $dialect:expr) => {
+        impl $store {
+            async fn audit_list(
+                &self,
+                workspace: &WorkspaceId,
+                filter: &AuditFilter,
+            ) -> Result<Vec<AuditRecord>, StoreError> {
+                bind_list!(sqlx::query(LIST), workspace, filter)
+                    .fetch_all(self.pool())
+                    .await
+                    .map_err(|e| error::map($dialect, e))?
+                    .iter()
+                    .map(record)
+                    .collect()
+            }
+
+            async fn audit_heads_all(&self) -> Result<Vec<(WorkspaceId, AuditHead)>, StoreError> {
+                sqlx::query(HEADS)
+                    .fetch_all(self.pool())
+                    .await
+                    .map_err(|e| error::map($dialect, e))?
+                    .iter()
+                    .map(|row| {
+                        Ok((
+                            WorkspaceId::from_stored(row.text("workspace_id")?),
+                            AuditHead {
+                                seq: row.int("seq")?,
+                                hash: row.text("hash")?,
+                            },
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn audit_after(
+                &self,
+                workspace: &WorkspaceId,
+                after_seq: i64,
+                limit: u32,
+            ) -> Result<Vec<AuditRecord>, StoreError> {
+                sqlx::query(RANGE)
+                    .bind(workspace.as_str().to_owned())
+                    .bind(after_seq)
+                    .bind(i64::from(limit.clamp(1, 10_000)))
+                    .fetch_all(self.pool())
+                    .await
+                    .map_err(|e| error::map($dialect, e))?
+                    .iter()
+                    .map(record)
+                    .collect()
+            }
+        }
+
+        #[async_trait]
+        impl ConnectionCensus for $store {
+            async fn count_connections(&self) -> Result<Vec<ConnectionCount>, StoreError> {
+                sqlx::query(CENSUS)
+                    .fetch_all(self.pool())
+                    .await
+                    .map_err(|e| error::map($dialect, e))?
+                    .iter()
+                    .map(|row| {
+                        Ok(ConnectionCount {
+                            provider: row.text("provider")?,
+                            status: row.text("status")?,
+                            count: row.int("n")?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+
+impl_reads!(SqliteStore, Dialect::Sqlite);
+impl_reads!(PostgresStore, Dialect::Postgres);
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>, StoreError> {
+        let err = |e| error::map(Dialect::Sqlite, e);
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool().begin().await.map_err(err)?;
+        let mut heads = BTreeMap::new();
+        // The first statement writes, so the transaction takes SQLite's write lock before it
+        // reads anything: concurrent writers queue (busy_timeout) instead of deadlocking.
+        for ws in workspaces(events) {
+            let row = sqlx::query(LOCK_HEAD)
+                .bind(ws.clone())
+                .bind(GENESIS_HASH)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err)?;
+            heads.insert(
+                ws,
+                AuditHead {
+                    seq: row.int("seq")?,
+                    hash: row.text("hash")?,
+                },
+            );
+        }
+        let (records, heads) = chain(heads, events);
+        for r in &records {
+            let e = &r.event;
+            sqlx::query(INSERT_ONE)
+                .bind(e.workspace_id.as_str().to_owned())
+                .bind(r.seq)
+                .bind(e.at.0)
+                .bind(e.action.as_str())
+                .bind(e.outcome.as_str())
+                .bind(e.api_key_id.clone())
+                .bind(e.actor_id.clone())
+                .bind(e.connection_id.clone())
+                .bind(e.provider.clone())
+                .bind(e.request_id.clone())
+                .bind(e.client_addr.clone())
+                .bind(e.detail.clone())
+                .bind(r.prev_hash.clone())
+                .bind(r.hash.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        for (ws, head) in heads {
+            sqlx::query(ADVANCE_HEAD)
+                .bind(head.seq)
+                .bind(head.hash)
+                .bind(ws)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(records)
+    }
+
+    async fn list_audit(
+        &self,
+        workspace: &WorkspaceId,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_list(workspace, filter).await
+    }
+
+    async fn audit_heads(&self) -> Result<Vec<(WorkspaceId, AuditHead)>, StoreError> {
+        self.audit_heads_all().await
+    }
+
+    async fn audit_range(
+        &self,
+        workspace: &WorkspaceId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_after(workspace, after_seq, limit).await
+    }
+}
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>, StoreError> {
+        let err = |e| error::map(Dialect::Postgres, e);
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool().begin().await.map_err(err)?;
+        let mut heads = BTreeMap::new();
+        // Workspaces in id order: two batches lock shared heads in the same order.
+        for ws in workspaces(events) {
+            let row = sqlx::query(LOCK_HEAD)
+                .bind(ws.clone())
+                .bind(GENESIS_HASH)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err)?;
+            heads.insert(
+                ws,
+                AuditHead {
+                    seq: row.int("seq")?,
+                    hash: row.text("hash")?,
+                },
+            );
+        }
+        let (records, heads) = chain(heads, events);
+        let col = |f: fn(&AuditRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(INSERT_MANY_PG)
+            .bind(col(|r| Some(r.event.workspace_id.as_str().to_owned())))
+            .bind(records.iter().map(|r| r.seq).collect::<Vec<i64>>())
+            .bind(records.iter().map(|r| r.event.at.0).collect::<Vec<i64>>())
+            .bind(col(|r| Some(r.event.action.as_str().to_owned())))
+            .bind(col(|r| Some(r.event.outcome.as_str().to_owned())))
+            .bind(col(|r| r.event.api_key_id.clone()))
+            .bind(col(|r| r.event.actor_id.clone()))
+            .bind(col(|r| r.event.connection_id.clone()))
+            .bind(col(|r| r.event.provider.clone()))
+            .bind(col(|r| r.event.request_id.clone()))
+            .bind(col(|r| r.event.client_addr.clone()))
+            .bind(col(|r| r.event.detail.clone()))
+            .bind(col(|r| Some(r.prev_hash.clone())))
+            .bind(col(|r| Some(r.hash.clone())))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        for (ws, head) in heads {
+            sqlx::query(ADVANCE_HEAD)
+                .bind(head.seq)
+                .bind(head.hash)
+                .bind(ws)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(records)
+    }
+
+    async fn list_audit(
+        &self,
+        workspace: &WorkspaceId,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_list(workspace, filter).await
+    }
+
+    async fn audit_heads(&self) -> Result<Vec<(WorkspaceId, AuditHead)>, StoreError> {
+        self.audit_heads_all().await
+    }
+
+    async fn audit_range(
+        &self,
+        workspace: &WorkspaceId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_after(workspace, after_seq, limit).await
+    }
+}
+
+const API_KEY_WORKSPACE: &str = "SELECT workspace_id FROM api_keys WHERE id = $1";
+
+macro_rules! impl_key_lookup {
+    ($store:ty, $dialect:expr) => {
+        impl $store {
+            /// The workspace an API key belongs to (for audit records of its revocation).
+            pub async fn api_key_workspace(
+                &self,
+                key_id: &str,
+            ) -> Result<Option<WorkspaceId>, StoreError> {
+                sqlx::query(API_KEY_WORKSPACE)
+                    .bind(key_id.to_owned())
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(|e| error::map($dialect, e))?
+                    .map(|row| row.text("workspace_id").map(WorkspaceId::from_stored))
+                    .transpose()
+            }
+        }
+    };
+}
+
+impl_key_lookup!(SqliteStore, Dialect::Sqlite);
+impl_key_lookup!(PostgresStore, Dialect::Postgres);

@@ -1,0 +1,372 @@
+//! The audit log's storage contract on both backends: records chain per workspace, filters and
+//! cursors page through them, concurrent writers in two "processes" never fork a chain,
+//! tampering is found at the first broken record, and a record that cannot be stored fails
+//! the caller.
+
+mod support;
+
+use std::sync::Arc;
+
+use relay_core::WorkspaceId;
+use relay_core::audit::{
+    self, AuditAction, AuditEvent, AuditFilter, AuditLog, AuditSink, AuditStore, GroupCommit,
+};
+use relay_core::clock::Timestamp;
+use relay_store::DatabaseKind;
+use support::TestDb;
+
+fn ws(name: &str) -> WorkspaceId {
+    WorkspaceId::from_stored(name.to_owned())
+}
+
+fn event(workspace: &str, n: i64, action: AuditAction) -> AuditEvent {
+    AuditEvent::new(ws(workspace), action, Timestamp(1_000_000 + n * 1000))
+        .connection_id(format!("conn_{}", n % 3))
+        .actor_id(format!("actor_{}", n % 2))
+        .provider("google")
+        .api_key_id("key_1")
+}
+
+/// Runs one SQL statement on the test database, outside Relay (an attacker with access).
+async fn tamper(t: &TestDb, sql: &str) {
+    use sqlx::Connection;
+    match t.kind() {
+        DatabaseKind::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&t.url).await.expect("open");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut c)
+                .await
+                .expect("tamper");
+        }
+        DatabaseKind::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&t.url).await.expect("open");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut c)
+                .await
+                .expect("tamper");
+        }
+    }
+}
+
+async fn records_chain_per_workspace_and_filter(t: &TestDb) {
+    let store = t.db.audit_store();
+    let mut events = Vec::new();
+    for n in 1..=10 {
+        let action = if n % 4 == 0 {
+            AuditAction::TokenRefreshed
+        } else {
+            AuditAction::TokenRead
+        };
+        events.push(event("ws_a", n, action));
+        if n % 2 == 0 {
+            events.push(event("ws_b", n, AuditAction::ConnectionCreated).failed("conflict"));
+        }
+    }
+    let stored = store.append_audit(&events).await.expect("append");
+    let a_seqs: Vec<i64> = stored
+        .iter()
+        .filter(|r| r.event.workspace_id == ws("ws_a"))
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(a_seqs, (1..=10).collect::<Vec<_>>());
+    // A second batch continues each chain where it ended.
+    let more = store
+        .append_audit(&[event("ws_b", 11, AuditAction::TokenRead)])
+        .await
+        .expect("append");
+    assert_eq!(more[0].seq, 6);
+    let b5 = stored
+        .iter()
+        .find(|r| r.event.workspace_id == ws("ws_b") && r.seq == 5)
+        .expect("b5");
+    assert_eq!(more[0].prev_hash, b5.hash);
+
+    let report = audit::verify(store.as_ref(), None).await.expect("verify");
+    assert_eq!(report.broken, None);
+    assert_eq!((report.workspaces, report.records), (2, 16));
+
+    // Round trip: what is read is exactly what was stored.
+    let all = store
+        .list_audit(
+            &ws("ws_b"),
+            &AuditFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[0], more[0], "newest first, every field intact");
+    assert_eq!(all[5].event.detail.as_deref(), Some("conflict"));
+
+    let by = |f: AuditFilter| {
+        let store = store.clone();
+        async move { store.list_audit(&ws("ws_a"), &f).await.expect("list") }
+    };
+    let refreshed = by(AuditFilter {
+        action: Some(AuditAction::TokenRefreshed),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        refreshed.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![8, 4]
+    );
+    let conn = by(AuditFilter {
+        connection_id: Some("conn_0".into()),
+        actor_id: Some("actor_1".into()),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(conn.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![9, 3]);
+    let window = by(AuditFilter {
+        from: Some(Timestamp(1_000_000 + 3_000)),
+        to: Some(Timestamp(1_000_000 + 6_000)),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        window.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![5, 4, 3]
+    );
+
+    // Cursor pagination visits every record once.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = by(AuditFilter {
+            before_seq: cursor,
+            limit: 3,
+            ..Default::default()
+        })
+        .await;
+        seen.extend(page.iter().map(|r| r.seq));
+        if page.len() < 3 {
+            break;
+        }
+        cursor = page.last().map(|r| r.seq);
+    }
+    assert_eq!(seen, (1..=10).rev().collect::<Vec<_>>());
+    // Another workspace's records are invisible.
+    assert!(
+        by(AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .iter()
+        .all(|r| r.event.workspace_id == ws("ws_a"))
+    );
+}
+
+async fn concurrent_writers_in_two_processes_never_fork_a_chain(t: &TestDb) {
+    let second = t.open_again().await;
+    let stores: [Arc<dyn AuditStore>; 2] = [t.db.audit_store(), second.audit_store()];
+    let mut tasks = Vec::new();
+    for i in 0..16i64 {
+        let store = stores[(i % 2) as usize].clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..5i64 {
+                let batch: Vec<AuditEvent> = (0..3)
+                    .map(|k| {
+                        let shared = if k == 2 { "ws_other" } else { "ws_shared" };
+                        event(shared, i * 100 + round * 10 + k, AuditAction::TokenRead)
+                    })
+                    .collect();
+                store.append_audit(&batch).await.expect("append");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let report = audit::verify(stores[0].as_ref(), None)
+        .await
+        .expect("verify");
+    assert_eq!(report.broken, None, "{report:?}");
+    assert_eq!(report.records, 16 * 5 * 3);
+    second.close().await;
+}
+
+async fn tampering_is_found_at_the_first_broken_record(t: &TestDb) {
+    let store = t.db.audit_store();
+    let events: Vec<_> = (1..=6)
+        .map(|n| event("ws_t", n, AuditAction::TokenRead))
+        .collect();
+    store.append_audit(&events).await.expect("append");
+    store
+        .append_audit(&[event("ws_clean", 1, AuditAction::TokenRead)])
+        .await
+        .expect("append");
+    assert_eq!(
+        audit::verify(store.as_ref(), None)
+            .await
+            .expect("verify")
+            .broken,
+        None
+    );
+
+    tamper(
+        t,
+        "UPDATE audit_log SET outcome = 'failed' WHERE workspace_id = 'ws_t' AND seq = 4",
+    )
+    .await;
+    let broken = audit::verify(store.as_ref(), None)
+        .await
+        .expect("verify")
+        .broken
+        .expect("found");
+    assert_eq!((broken.workspace_id.as_str(), broken.seq), ("ws_t", 4));
+    // The untouched workspace still verifies on its own.
+    let clean = audit::verify(store.as_ref(), Some(&ws("ws_clean")))
+        .await
+        .expect("verify");
+    assert_eq!((clean.broken, clean.records), (None, 1));
+
+    tamper(
+        t,
+        "DELETE FROM audit_log WHERE workspace_id = 'ws_t' AND seq >= 3",
+    )
+    .await;
+    let broken = audit::verify(store.as_ref(), None)
+        .await
+        .expect("verify")
+        .broken
+        .expect("found");
+    assert_eq!(broken.seq, 3, "{broken}");
+}
+
+async fn group_commit_stores_every_record_or_fails_its_caller(t: &TestDb) {
+    let log = Arc::new(AuditLog::spawn(t.db.audit_store(), GroupCommit::default()));
+    let mut calls = Vec::new();
+    for n in 0..200 {
+        let log = log.clone();
+        calls.push(tokio::spawn(async move {
+            log.record(event("ws_g", n, AuditAction::TokenRead)).await
+        }));
+    }
+    for c in calls {
+        c.await.expect("task").expect("stored");
+    }
+    let report = audit::verify(t.db.audit_store().as_ref(), None)
+        .await
+        .expect("verify");
+    assert_eq!((report.records, report.broken), (200, None));
+    assert!(log.is_running());
+
+    // The database goes away: the caller is told, it does not get a silent success.
+    t.db.close().await;
+    let failed = log.record(event("ws_g", 201, AuditAction::TokenRead)).await;
+    assert!(failed.is_err(), "{failed:?}");
+}
+
+/// The census behind the `connections{provider,status}` gauge counts across workspaces.
+async fn connections_are_counted_by_provider_and_status(t: &TestDb) {
+    use relay_core::census::ConnectionCount;
+    use relay_core::{
+        ActorId, ActorType, Connection, ConnectionId, ConnectionStatus, ProviderName, Scopes,
+    };
+    let store = t.store();
+    assert!(
+        t.db.census()
+            .count_connections()
+            .await
+            .expect("count")
+            .is_empty()
+    );
+    let mut ids = Vec::new();
+    for (ws_name, provider, actor) in [
+        ("ws1", "google", "a"),
+        ("ws1", "google", "b"),
+        ("ws2", "google", "c"),
+        ("ws2", "microsoft", "d"),
+    ] {
+        let ws = store
+            .ensure_workspace(ws_name, Timestamp(0))
+            .await
+            .expect("ws")
+            .id;
+        let conn = Connection {
+            id: ConnectionId::generate(),
+            workspace_id: ws,
+            provider: ProviderName::parse(provider).expect("provider"),
+            actor_type: ActorType::user(),
+            actor_id: ActorId::parse(actor).expect("actor"),
+            scopes: Scopes::parse("openid").expect("scopes"),
+            token_type: "Bearer".into(),
+            access_token: vec![1],
+            refresh_token: Some(vec![2]),
+            expires_at: Some(Timestamp(3_600_000)),
+            status: ConnectionStatus::Active,
+            status_reason: None,
+            version: 1,
+            lease_owner: None,
+            lease_until: None,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            last_refreshed_at: None,
+            next_refresh_at: None,
+            refresh_failures: 0,
+        };
+        ids.push(store.upsert_connection(&conn).await.expect("insert"));
+    }
+    // One google connection's grant dies.
+    let dead = &ids[1];
+    let leased = store
+        .try_acquire_lease(&dead.id, "o", Timestamp(1), Timestamp(10_000))
+        .await
+        .expect("lease")
+        .expect("free");
+    store
+        .mark_needs_reauth(&dead.id, "o", leased.version, "invalid_grant", Timestamp(2))
+        .await
+        .expect("mark")
+        .expect("won");
+    let counts = t.db.census().count_connections().await.expect("count");
+    let row = |provider: &str, status: &str, count: i64| ConnectionCount {
+        provider: provider.into(),
+        status: status.into(),
+        count,
+    };
+    assert_eq!(
+        counts,
+        vec![
+            row("google", "active", 2),
+            row("google", "needs_reauth", 1),
+            row("microsoft", "active", 1),
+        ]
+    );
+}
+
+/// Two processes take turns on one chain: each one's idea of the head goes stale when the
+/// other writes, and its next append must notice instead of forking the chain.
+async fn writers_taking_turns_keep_one_chain(t: &TestDb) {
+    let second = t.open_again().await;
+    let (a, b) = (t.db.audit_store(), second.audit_store());
+    for round in 0..4i64 {
+        for (store, k) in [(&a, 0), (&b, 1), (&a, 2)] {
+            let n = round * 10 + k;
+            let stored = store
+                .append_audit(&[event("ws_turns", n, AuditAction::TokenRead)])
+                .await
+                .expect("append");
+            assert_eq!(stored[0].seq, round * 3 + k + 1);
+        }
+    }
+    let report = audit::verify(a.as_ref(), None).await.expect("verify");
+    assert_eq!((report.records, report.broken), (12, None));
+    second.close().await;
+}
+
+on_every_backend!(
+    db writers_taking_turns_keep_one_chain,
+    db connections_are_counted_by_provider_and_status,
+    db records_chain_per_workspace_and_filter,
+    db concurrent_writers_in_two_processes_never_fork_a_chain,
+    db tampering_is_found_at_the_first_broken_record,
+    db group_commit_stores_every_record_or_fails_its_caller,
+);
