@@ -117,3 +117,66 @@ pub fn record_census(providers: &[ProviderName], counts: &[ConnectionCount]) {
         }
     }
 }
+
+/// Reasons `action_error_total` can carry besides the per-API `{api}_4xx` / `{api}_5xx`
+/// (the bounded set of `relay_core::actions::ActionError::reason`).
+const ACTION_ERROR_REASONS: [&str; 10] = [
+    "validation_error",
+    "provider_disabled",
+    "oauth_token_missing",
+    "oauth_token_expired",
+    "scope_missing",
+    "timeout",
+    "connection_failed",
+    "destination_blocked",
+    "circuit_open",
+    "internal_error",
+];
+
+/// Describes the action metrics and registers every (provider family, action) series at zero,
+/// and each provider API circuit breaker at its current state.
+pub fn describe_actions(actions: &[(&str, &str)], breakers: &[(String, &str)]) {
+    describe_counter!(
+        "action_exec_total",
+        "Executes that reached a provider call, by provider family, action and status (success, error)"
+    );
+    describe_counter!(
+        "action_error_total",
+        "Refused previews and failed executes, by provider family, action and stable reason"
+    );
+    describe_histogram!(
+        "action_latency_seconds",
+        Unit::Seconds,
+        "Executes: token read, provider call and retries"
+    );
+    describe_gauge!(
+        "circuit_breaker_state",
+        "Provider API circuit breaker: 0 closed, 1 half-open, 2 open"
+    );
+    for (family, action) in actions {
+        let (family, action) = ((*family).to_owned(), (*action).to_owned());
+        for status in ["success", "error"] {
+            metrics::counter!("action_exec_total", "provider" => family.clone(), "action" => action.clone(), "status" => status)
+                .increment(0);
+        }
+        let _ = metrics::histogram!("action_latency_seconds", "provider" => family.clone(), "action" => action.clone());
+        let api = action.split('.').next().unwrap_or("api").to_owned();
+        let per_api = [format!("{api}_4xx"), format!("{api}_5xx")];
+        for reason in ACTION_ERROR_REASONS
+            .iter()
+            .map(|r| (*r).to_owned())
+            .chain(per_api)
+        {
+            metrics::counter!("action_error_total", "provider" => family.clone(), "action" => action.clone(), "reason" => reason)
+                .increment(0);
+        }
+    }
+    for (provider, state) in breakers {
+        let value = match *state {
+            "open" => 2.0,
+            "half_open" => 1.0,
+            _ => 0.0,
+        };
+        metrics::gauge!("circuit_breaker_state", "provider" => provider.clone()).set(value);
+    }
+}

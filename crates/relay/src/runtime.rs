@@ -190,16 +190,31 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let metrics = relay_server::metrics_handle();
-    let actions = Arc::new(build_actions(
-        &config,
-        &db,
-        catalog.clone(),
-        tokens.clone(),
-        keyring.clone(),
-        clock.clone(),
-    )?);
+    let actions = Arc::new(
+        build_actions(
+            &config,
+            &db,
+            catalog.clone(),
+            tokens.clone(),
+            keyring.clone(),
+            clock.clone(),
+        )?
+        .with_audit(audit.clone()),
+    );
     let provider_names: Vec<_> = catalog.infos().into_iter().map(|i| i.name).collect();
     relay_server::telemetry::describe(&provider_names);
+    let action_series: Vec<(&str, &str)> = actions
+        .descriptors()
+        .iter()
+        .map(|d| (d.family.as_str(), d.name))
+        .collect();
+    let breakers: Vec<(String, &str)> = actions
+        .executor()
+        .breakers()
+        .into_iter()
+        .map(|b| (b.provider, b.state))
+        .collect();
+    relay_server::telemetry::describe_actions(&action_series, &breakers);
     let state = AppState {
         tokens,
         connect,

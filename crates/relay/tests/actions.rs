@@ -318,6 +318,24 @@ async fn gmail_preview_renders_exactly_what_execute_sends_once(backend: Backend)
         !w.relay.logs().contains("plain body"),
         "bodies are never logged"
     );
+
+    // The preview and the one real execution are in the audit log (a replay is not).
+    for (action, count) in [("action.previewed", 1), ("action.executed", 1)] {
+        let (s, audit) = w
+            .relay
+            .get_json(&format!("/audit?action={action}"), &w.key)
+            .await;
+        assert_eq!(s, 200, "{audit}");
+        let records = audit["records"].as_array().unwrap();
+        assert_eq!(records.len(), count, "{action}: {audit}");
+        assert_eq!(records[0]["connection_id"], conn.as_str());
+        assert_eq!(records[0]["outcome"], "ok");
+        assert_eq!(
+            records[0]["detail"],
+            format!("gmail.send {preview_id}").as_str()
+        );
+        assert!(!audit.to_string().contains("plain body"));
+    }
 }
 
 async fn concurrent_executes_of_one_preview_send_once(backend: Backend) {

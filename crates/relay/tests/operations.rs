@@ -681,7 +681,9 @@ async fn the_dashboard_and_alerts_use_only_metrics_relay_exports() {
     let referenced: BTreeSet<String> = exprs.iter().flat_map(|e| referenced_metrics(e)).collect();
 
     let fake = FakeProvider::start(FakeProviderConfig::google()).await;
-    let (_dir, opts, _key) = start_with(&fake, None, "").await;
+    // A Google provider too, so that its API circuit breaker exists.
+    let google = "[providers.google]\nkind = \"google\"\nclient_id = \"relay-test\"\n";
+    let (_dir, opts, _key) = start_with(&fake, None, google).await;
     let relay = Relay::start(opts).await;
     let text = relay
         .http

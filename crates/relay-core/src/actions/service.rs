@@ -15,6 +15,7 @@ use super::{
     ActionDescriptor, ActionError, ActionExecutor, ActionStore, Claim, ExecutionRecord,
     ExecutionRequest, PreviewRecord, WAIT_POLL, WebhookSecretRecord,
 };
+use crate::audit::{AuditAction, AuditEvent, AuditSink};
 use crate::clock::{Clock, Timestamp};
 use crate::connection::{Connection, ConnectionStatus};
 use crate::error::ServiceError;
@@ -91,6 +92,9 @@ pub struct ActionService {
     keyring: Arc<Keyring>,
     clock: Arc<dyn Clock>,
     settings: ActionSettings,
+    /// Records previews and executions in the audit log; an execution whose record cannot be
+    /// stored is reported as failed to the caller.
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 const PREVIEW: &str = "preview";
@@ -128,6 +132,23 @@ impl ActionService {
             keyring,
             clock,
             settings,
+            audit: None,
+        }
+    }
+
+    /// Audits previews and executions through `audit`.
+    pub fn with_audit(mut self, audit: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    async fn audit(&self, event: AuditEvent) -> Result<(), ActionError> {
+        match &self.audit {
+            Some(sink) => sink
+                .record(event)
+                .await
+                .map_err(|e| ActionError::Service(ServiceError::Audit(e))),
+            None => Ok(()),
         }
     }
 
@@ -192,6 +213,12 @@ impl ActionService {
             })
             .await
             .map_err(ServiceError::from)?;
+        let mut event = AuditEvent::new(workspace.clone(), AuditAction::ActionPreviewed, now)
+            .detail(format!("{} {id}", descriptor.name));
+        if let Some(conn) = &connection {
+            event = event.connection(conn);
+        }
+        self.audit(event).await?;
         info!(preview_id = %id, action = descriptor.name, "action previewed");
         Ok(PreviewView {
             preview_id: id,
@@ -324,6 +351,19 @@ impl ActionService {
                     }
                     let outcome = self.perform(&descriptor, &preview).await;
                     self.record(&descriptor, &preview, &outcome, started).await;
+                    let mut event = AuditEvent::new(
+                        workspace.clone(),
+                        AuditAction::ActionExecuted,
+                        self.clock.now(),
+                    )
+                    .detail(format!("{} {}", descriptor.name, preview.id));
+                    if let Some(id) = &preview.connection_id {
+                        event = event.connection_id(id.as_str());
+                    }
+                    if let Err(e) = &outcome {
+                        event = event.failed(e.reason());
+                    }
+                    self.audit(event).await?;
                     return outcome.map(|result| ExecuteOutcome {
                         result,
                         replayed: false,
