@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod connect;
 pub mod connection;
+pub mod coordination;
 pub mod error;
 pub mod events;
 pub mod ids;
@@ -16,6 +17,7 @@ pub mod oauth;
 pub mod ports;
 pub mod random;
 pub mod refresh;
+pub mod refresher;
 pub mod rotation;
 pub mod vault;
 

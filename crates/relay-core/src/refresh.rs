@@ -26,11 +26,12 @@ use tracing::{debug, info, warn};
 
 use crate::clock::{Clock, Timestamp};
 use crate::connection::{ACCESS_TOKEN, Connection, ConnectionStatus, REFRESH_TOKEN, TokenUpdate};
+use crate::coordination::{LockAttempt, NoLocks, RefreshLocks};
 use crate::error::{ServiceError, StoreError};
 use crate::events::{self, OAuthEvent};
 use crate::ids::{ActorId, ActorType, ConnectionId, ProviderName, Scopes, WorkspaceId};
 use crate::oauth::{OAuthError, ProviderGateway, TokenKind, TokenSet};
-use crate::ports::{ConnectionCache, ConnectionFilter, Store};
+use crate::ports::{CachedToken, ConnectionCache, ConnectionFilter, Store};
 use crate::random;
 use crate::vault::Keyring;
 
@@ -50,6 +51,14 @@ pub struct RefreshPolicy {
     pub backoff_max: Duration,
     /// How often a caller waiting on another process's lease re-reads the row.
     pub lock_poll: Duration,
+    /// Spread of scheduled refreshes: up to this fraction of a token's lifetime is taken off
+    /// `next_refresh_at` at random, so tokens issued together are not refreshed together.
+    pub jitter_fraction: f64,
+    /// Refresh tokens that die when unused (idle expiry) are exercised at least this often by
+    /// the background refresher, even when the access token has no expiry.
+    pub keepalive: Option<Duration>,
+    /// Time-to-live of the distributed refresh lock (extended while the provider call runs).
+    pub lock_ttl: Duration,
 }
 
 impl Default for RefreshPolicy {
@@ -63,6 +72,9 @@ impl Default for RefreshPolicy {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(8),
             lock_poll: Duration::from_millis(50),
+            jitter_fraction: 0.0,
+            keepalive: None,
+            lock_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -75,6 +87,23 @@ impl RefreshPolicy {
             .min_remaining
             .max(lifetime.mul_f64(self.fraction.clamp(0.0, 1.0)));
         expires_at.minus(margin)
+    }
+
+    /// When the background refresher should next look at a token issued at `now`: the due
+    /// time minus a random share of the lifetime, and no later than the keep-alive.
+    pub fn schedule(&self, now: Timestamp, expires_at: Option<Timestamp>) -> Option<Timestamp> {
+        let due = expires_at.map(|e| {
+            let at = self.refresh_at(now, e);
+            let spread = now
+                .until(at)
+                .mul_f64(self.jitter_fraction.clamp(0.0, 0.5) * random::unit_fraction());
+            at.minus(spread)
+        });
+        let keepalive = self.keepalive.map(|k| now.plus(k));
+        match (due, keepalive) {
+            (Some(d), Some(k)) => Some(d.min(k)),
+            (d, k) => d.or(k),
+        }
     }
 
     /// The backoff before attempt `attempt + 1` (1-based `attempt`), with full jitter on the
@@ -155,6 +184,7 @@ pub struct Deletion {
 pub struct TokenService {
     store: Arc<dyn Store>,
     cache: Arc<dyn ConnectionCache>,
+    locks: Arc<dyn RefreshLocks>,
     providers: Arc<dyn ProviderGateway>,
     keyring: Arc<Keyring>,
     clock: Arc<dyn Clock>,
@@ -201,6 +231,7 @@ impl TokenService {
         Self {
             store,
             cache,
+            locks: Arc::new(NoLocks),
             providers,
             keyring,
             clock,
@@ -208,6 +239,12 @@ impl TokenService {
             instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             gates: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Puts a distributed lock in front of the row lease (Redis, with several replicas).
+    pub fn with_locks(mut self, locks: Arc<dyn RefreshLocks>) -> Self {
+        self.locks = locks;
+        self
     }
 
     pub fn policy(&self) -> &RefreshPolicy {
@@ -218,29 +255,44 @@ impl TokenService {
         &self.keyring
     }
 
-    /// A connection of `workspace`, from the cache or the store. Another workspace's
-    /// connection is "not found", exactly like a missing one.
+    /// A connection of `workspace`, read from the store: the cache holds only the token hot
+    /// path. Another workspace's connection is "not found", exactly like a missing one.
     pub async fn connection(
         &self,
         workspace: &WorkspaceId,
         id: &ConnectionId,
-    ) -> Result<(Connection, ReadPath), ServiceError> {
-        let (conn, path) = match self.cache.get(id).await {
-            Some(c) => (c, ReadPath::CacheHit),
+    ) -> Result<Connection, ServiceError> {
+        self.store
+            .get_connection(id)
+            .await?
+            .filter(|c| &c.workspace_id == workspace)
+            .ok_or(ServiceError::NotFound("connection"))
+    }
+
+    /// The hot-path entry of a connection of `workspace`: from the cache, or warmed from the
+    /// store.
+    async fn cached_entry(
+        &self,
+        workspace: &WorkspaceId,
+        id: &ConnectionId,
+    ) -> Result<(CachedToken, ReadPath), ServiceError> {
+        let (entry, path) = match self.cache.get(id).await {
+            Some(e) => (e, ReadPath::CacheHit),
             None => {
                 let c = self
                     .store
                     .get_connection(id)
                     .await?
                     .ok_or(ServiceError::NotFound("connection"))?;
-                self.cache.put(&c).await;
-                (c, ReadPath::CacheMiss)
+                let entry = CachedToken::from(&c);
+                self.cache.put(entry.clone()).await;
+                (entry, ReadPath::CacheMiss)
             }
         };
-        if &conn.workspace_id != workspace {
+        if &entry.workspace_id != workspace {
             return Err(ServiceError::NotFound("connection"));
         }
-        Ok((conn, path))
+        Ok((entry, path))
     }
 
     pub async fn list(
@@ -271,18 +323,31 @@ impl TokenService {
         id: &ConnectionId,
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
-        let (conn, path) = self.connection(workspace, id).await?;
-        ensure_usable(&conn)?;
+        let (entry, path) = self.cached_entry(workspace, id).await?;
+        usable(entry.status, entry.status_reason.as_deref())?;
         let now = self.clock.now();
-        if !req.force_refresh && !self.is_due(&conn, now, req.min_ttl) {
-            return self.issue(&conn, path);
+        if !req.force_refresh
+            && !self.due(entry.expires_at, entry.next_refresh_at, now, req.min_ttl)
+        {
+            return self.issue_entry(&entry, path);
         }
-        self.refresh_single_flight(conn, req).await
+        self.refresh_single_flight(&entry.id, entry.version, req)
+            .await
     }
 
     /// Whether the connection's token must be refreshed before it is handed out.
     pub fn is_due(&self, conn: &Connection, now: Timestamp, min_ttl: Option<Duration>) -> bool {
-        let Some(expires_at) = conn.expires_at else {
+        self.due(conn.expires_at, conn.next_refresh_at, now, min_ttl)
+    }
+
+    fn due(
+        &self,
+        expires_at: Option<Timestamp>,
+        next_refresh_at: Option<Timestamp>,
+        now: Timestamp,
+        min_ttl: Option<Duration>,
+    ) -> bool {
+        let Some(expires_at) = expires_at else {
             // The provider did not say when it expires; only a forced refresh touches it.
             return false;
         };
@@ -290,7 +355,7 @@ impl TokenService {
         if now >= expires_at || min_ttl.is_some_and(|ttl| now.plus(ttl) > expires_at) {
             return true;
         }
-        match conn.next_refresh_at {
+        match next_refresh_at {
             Some(at) => now >= at,
             None => now >= expires_at.minus(self.policy.min_remaining),
         }
@@ -318,6 +383,24 @@ impl TokenService {
             expires_at: conn.expires_at,
             scopes: conn.scopes.clone(),
             connection_id: conn.id.clone(),
+            path,
+        })
+    }
+
+    fn issue_entry(
+        &self,
+        entry: &CachedToken,
+        path: ReadPath,
+    ) -> Result<IssuedToken, ServiceError> {
+        let token = self
+            .keyring
+            .open_string(&entry.access_token, entry.binding(ACCESS_TOKEN))?;
+        Ok(IssuedToken {
+            access_token: SecretString::from(token.as_str()),
+            token_type: entry.token_type.clone(),
+            expires_at: entry.expires_at,
+            scopes: entry.scopes.clone(),
+            connection_id: entry.id.clone(),
             path,
         })
     }
@@ -350,21 +433,22 @@ impl TokenService {
             .get_connection(id)
             .await?
             .ok_or(ServiceError::NotFound("connection"))?;
-        self.cache.put(&conn).await;
+        self.cache.put(CachedToken::from(&conn)).await;
         Ok(conn)
     }
 
     async fn refresh_single_flight(
         &self,
-        seen: Connection,
+        id: &ConnectionId,
+        seen_version: i64,
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
-        let (_gate, _held) = self.enter_gate(&seen.id).await;
+        let (_gate, _held) = self.enter_gate(id).await;
         // Whoever was ahead of us may have refreshed already (here or in another process).
-        let current = self.reload(&seen.id).await?;
+        let current = self.reload(id).await?;
         ensure_usable(&current)?;
         let now = self.clock.now();
-        let someone_refreshed = current.version != seen.version;
+        let someone_refreshed = current.version != seen_version;
         if self.satisfies(&current, now, &req) && (someone_refreshed || !req.force_refresh) {
             return self.issue(&current, ReadPath::Joined);
         }
@@ -383,14 +467,35 @@ impl TokenService {
             .plus(self.policy.lease + self.policy.provider_timeout);
         let mut counted_locked = false;
         let mut current = current;
+        let lock_key = refresh_lock_key(&current);
+        // Held (when acquired) until this function returns: dropping it releases the lock.
+        let mut lock_guard = None;
         loop {
             let now = self.clock.now();
             let until = now.plus(self.policy.lease);
-            match self
-                .store
-                .try_acquire_lease(&current.id, &owner, now, until)
-                .await?
-            {
+            // Layer 2a: the distributed lock. `Busy` means another replica is refreshing, so
+            // we wait like for a taken lease; `Unavailable` falls through to the lease, which
+            // alone is enough for correctness.
+            let lock_busy = if lock_guard.is_none() {
+                match self.locks.try_lock(&lock_key, self.policy.lock_ttl).await {
+                    LockAttempt::Acquired(g) => {
+                        lock_guard = Some(g);
+                        false
+                    }
+                    LockAttempt::Busy => true,
+                    LockAttempt::Unavailable => false,
+                }
+            } else {
+                false
+            };
+            let leased = if lock_busy {
+                None
+            } else {
+                self.store
+                    .try_acquire_lease(&current.id, &owner, now, until)
+                    .await?
+            };
+            match leased {
                 Some(leased) => {
                     ensure_usable_or_release(self, &leased, &owner).await?;
                     let refreshed_meanwhile = leased.version != current.version;
@@ -398,10 +503,12 @@ impl TokenService {
                         && (refreshed_meanwhile || !req.force_refresh)
                     {
                         self.store.release_lease(&leased.id, &owner, None).await?;
-                        self.cache.put(&leased).await;
+                        self.cache.put(CachedToken::from(&leased)).await;
                         return self.issue(&leased, ReadPath::Joined);
                     }
-                    return self.refresh_under_lease(leased, &owner, req).await;
+                    let result = self.refresh_under_lease(leased, &owner, req).await;
+                    drop(lock_guard);
+                    return result;
                 }
                 None => {
                     if !counted_locked {
@@ -435,12 +542,14 @@ impl TokenService {
                         return self.issue(&latest, ReadPath::Joined);
                     }
                     current = latest;
+                    // Give up a lock we may hold while the lease is elsewhere.
+                    lock_guard = None;
                 }
             }
         }
     }
 
-    async fn refresh_under_lease(
+    pub(crate) async fn refresh_under_lease(
         &self,
         leased: Connection,
         owner: &str,
@@ -602,7 +711,7 @@ impl TokenService {
             token_type: normalize_token_type(&tokens.token_type),
             expires_at,
             scopes: tokens.scope.clone(),
-            next_refresh_at: expires_at.map(|e| self.policy.refresh_at(now, e)),
+            next_refresh_at: self.policy.schedule(now, expires_at),
             now,
         };
         match self
@@ -611,7 +720,7 @@ impl TokenService {
             .await?
         {
             Some(saved) => {
-                self.cache.put(&saved).await;
+                self.cache.put(CachedToken::from(&saved)).await;
                 events::record(&saved.provider, OAuthEvent::RefreshOk);
                 info!(connection_id = %saved.id, provider = %saved.provider, version = saved.version, "token refreshed");
                 self.issue(&saved, ReadPath::Refreshed)
@@ -674,7 +783,7 @@ impl TokenService {
             .await?
         {
             Some(saved) => {
-                self.cache.put(&saved).await;
+                self.cache.put(CachedToken::from(&saved)).await;
                 warn!(connection_id = %saved.id, provider = %saved.provider, reason, "connection needs re-authorization");
                 Err(ServiceError::NeedsReauth {
                     reason: reason.to_owned(),
@@ -737,7 +846,7 @@ impl TokenService {
                 created_at: existing.as_ref().map(|c| c.created_at).unwrap_or(now),
                 updated_at: now,
                 last_refreshed_at: None,
-                next_refresh_at: expires_at.map(|e| self.policy.refresh_at(now, e)),
+                next_refresh_at: self.policy.schedule(now, expires_at),
                 refresh_failures: 0,
             };
             conn.access_token = self.keyring.seal(
@@ -750,7 +859,7 @@ impl TokenService {
             });
             match self.store.upsert_connection(&conn).await {
                 Ok(saved) => {
-                    self.cache.put(&saved).await;
+                    self.cache.put(CachedToken::from(&saved)).await;
                     events::record(&saved.provider, OAuthEvent::TokensStored);
                     return Ok(saved);
                 }
@@ -835,16 +944,29 @@ enum RefreshFailure {
 }
 
 fn ensure_usable(conn: &Connection) -> Result<(), ServiceError> {
-    match conn.status {
+    usable(conn.status, conn.status_reason.as_deref())
+}
+
+fn usable(status: ConnectionStatus, reason: Option<&str>) -> Result<(), ServiceError> {
+    match status {
         ConnectionStatus::Active => Ok(()),
         ConnectionStatus::NeedsReauth => Err(ServiceError::NeedsReauth {
-            reason: conn
-                .status_reason
-                .clone()
-                .unwrap_or_else(|| "the grant is no longer valid".into()),
+            reason: reason.unwrap_or("the grant is no longer valid").to_owned(),
         }),
         ConnectionStatus::Revoked => Err(ServiceError::Revoked),
     }
+}
+
+/// The distributed lock's key. It names the grant (workspace, actor, provider), like the
+/// unique key of the row, so that every replica asks for the same lock.
+fn refresh_lock_key(conn: &Connection) -> String {
+    format!(
+        "oauth:refresh:{}:{}:{}:{}",
+        conn.workspace_id.as_str(),
+        conn.actor_type.as_str(),
+        conn.provider.as_str(),
+        conn.actor_id.as_str()
+    )
 }
 
 async fn ensure_usable_or_release(
@@ -854,7 +976,7 @@ async fn ensure_usable_or_release(
 ) -> Result<(), ServiceError> {
     if let Err(e) = ensure_usable(leased) {
         service.store.release_lease(&leased.id, owner, None).await?;
-        service.cache.put(leased).await;
+        service.cache.put(CachedToken::from(leased)).await;
         return Err(e);
     }
     Ok(())

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 mod extract;
 mod middleware;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 
@@ -29,7 +30,7 @@ use utoipa_axum::routes;
 
 pub use state::{AppState, ServerSettings};
 
-use routes::{connections, health, oauth};
+use routes::{api_keys, connections, health, oauth};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,6 +43,7 @@ use routes::{connections, health, oauth};
     tags(
         (name = "oauth", description = "The connect flow"),
         (name = "connections", description = "Connections and their tokens"),
+        (name = "api_keys", description = "API keys of the caller's workspace"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]
@@ -81,6 +83,8 @@ fn api() -> OpenApiRouter<AppState> {
             connections::delete_connection
         ))
         .routes(routes!(connections::get_connection_token))
+        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(api_keys::update_api_key, api_keys::delete_api_key))
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.
@@ -90,6 +94,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
+    let limits = axum::middleware::from_fn_with_state(state.clone(), rate_limit::enforce);
     let doc_json = doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
     router
         .route(
@@ -103,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(limits)
         .layer(axum::middleware::from_fn(middleware::observe))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(RequestBodyLimitLayer::new(1024 * 1024))

@@ -1,5 +1,6 @@
 //! Handlers, grouped by resource.
 
+pub mod api_keys;
 pub mod connections;
 pub mod health;
 pub mod oauth;

@@ -11,6 +11,8 @@ use relay_providers::Catalog;
 use url::Url;
 
 use crate::auth::ApiKeys;
+use crate::rate_limit::RateLimits;
+use relay_core::coordination::ApiKeyAdmin;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -22,6 +24,17 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<ServerSettings>,
     pub metrics: PrometheusHandle,
+    pub rate_limits: Arc<RateLimits>,
+    pub api_key_admin: Arc<dyn ApiKeyAdmin>,
+    /// Dependencies `/ready` checks besides the database (Redis when configured).
+    pub readiness: Vec<Arc<dyn ReadinessCheck>>,
+}
+
+/// A dependency `/ready` reports on. `check` gets the time budget it must answer within.
+#[async_trait::async_trait]
+pub trait ReadinessCheck: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    async fn check(&self, budget: std::time::Duration) -> Result<(), String>;
 }
 
 /// Server behaviour that comes from configuration.

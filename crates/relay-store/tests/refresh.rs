@@ -201,6 +201,7 @@ fn policy() -> RefreshPolicy {
         backoff_base: Duration::from_millis(10),
         backoff_max: Duration::from_millis(50),
         lock_poll: Duration::from_millis(10),
+        ..RefreshPolicy::default()
     }
 }
 

@@ -5,11 +5,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use relay_core::connect::ConnectService;
+use relay_core::coordination::{LocalRateLimiter, RateLimiter};
+use relay_core::ports::ConnectionCache;
 use relay_core::refresh::{RefreshPolicy, TokenService};
+use relay_core::refresher::RefresherSettings;
 use relay_core::{Clock, SystemClock};
 use relay_providers::Catalog;
 use relay_server::auth::ApiKeys;
+use relay_server::rate_limit::RateLimits;
+use relay_server::state::ReadinessCheck;
 use relay_server::{AppState, ServerSettings};
+use relay_store::redis::{
+    Redis, RedisCache, RedisFlows, RedisLocks, RedisRateLimiter, RedisSettings,
+};
 use relay_store::{Database, MemoryCache};
 use tracing::info;
 use url::Url;
@@ -73,10 +81,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let catalog = Arc::new(
         Catalog::new(http, config.providers.clone()).context("invalid provider configuration")?,
     );
-    let cache = Arc::new(MemoryCache::new(
-        config.cache.capacity,
-        Duration::from_secs(config.cache.ttl_secs),
-    ));
+    let redis = match &config.redis.url {
+        Some(url) => {
+            let settings = RedisSettings {
+                url: url.clone(),
+                key_prefix: config.redis.key_prefix.clone(),
+                command_timeout: Duration::from_millis(config.redis.command_timeout_ms.max(1)),
+                cool_down: Duration::from_secs(1),
+            };
+            let redis = Redis::open(&settings).context("REDIS_URL is not a valid Redis URL")?;
+            info!(key_prefix = %config.redis.key_prefix, "redis configured: shared cache, flows, refresh lock and rate limits");
+            Some(redis)
+        }
+        None => None,
+    };
+    let cache: Arc<dyn ConnectionCache> = match &redis {
+        Some(r) => RedisCache::new(
+            r.clone(),
+            clock.clone(),
+            config.redis.local_capacity,
+            Duration::from_secs(config.redis.local_ttl_secs.max(1)),
+        ),
+        None => Arc::new(MemoryCache::new(
+            config.cache.capacity,
+            Duration::from_secs(config.cache.ttl_secs),
+        )),
+    };
     let r = &config.refresh;
     let policy = RefreshPolicy {
         min_remaining: Duration::from_secs(r.min_remaining_secs),
@@ -87,15 +117,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         backoff_base: Duration::from_millis(r.backoff_base_ms),
         backoff_max: Duration::from_millis(r.backoff_max_ms),
         lock_poll: Duration::from_millis(50),
+        jitter_fraction: config.refresher.jitter_fraction,
+        keepalive: (config.refresher.keepalive_days > 0)
+            .then(|| Duration::from_secs(config.refresher.keepalive_days * 86_400)),
+        lock_ttl: Duration::from_millis(config.redis.lock_ttl_ms.max(100)),
     };
-    let tokens = Arc::new(TokenService::new(
+    let mut tokens = TokenService::new(
         store.clone(),
         cache,
         catalog.clone(),
         keyring.clone(),
         clock.clone(),
         policy,
-    ));
+    );
+    if let Some(r) = &redis {
+        tokens = tokens.with_locks(Arc::new(RedisLocks::new(r.clone())));
+    }
+    let tokens = Arc::new(tokens);
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
         .await
@@ -106,7 +144,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
     Url::parse(&public_base_url).context("RELAY_PUBLIC_BASE_URL must be an absolute URL")?;
-    let connect = Arc::new(ConnectService::new(
+    let mut connect = ConnectService::new(
         store.clone(),
         catalog.clone(),
         tokens.clone(),
@@ -114,7 +152,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         clock.clone(),
         &public_base_url,
         Duration::from_secs(config.oauth.flow_ttl_secs),
-    ));
+    );
+    if let Some(r) = &redis {
+        connect = connect.with_flows(Arc::new(RedisFlows::new(
+            r.clone(),
+            store.clone(),
+            clock.clone(),
+        )));
+    }
+    let connect = Arc::new(connect);
+    let local_limits = Arc::new(LocalRateLimiter::new(clock.clone()));
+    let limiter: Arc<dyn RateLimiter> = match &redis {
+        Some(r) => Arc::new(RedisRateLimiter::new(r.clone(), local_limits)),
+        None => local_limits,
+    };
+    let readiness: Vec<Arc<dyn ReadinessCheck>> = redis
+        .iter()
+        .map(|r| Arc::new(RedisReadiness(r.clone())) as Arc<dyn ReadinessCheck>)
+        .collect();
     let return_to_allow = config
         .oauth
         .return_to_allow
@@ -130,7 +185,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         relay_core::events::register(&info.name);
     }
     let state = AppState {
-        tokens,
+        tokens: tokens.clone(),
         connect,
         store: store.clone(),
         catalog,
@@ -145,6 +200,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             primary_key_id,
         }),
         metrics,
+        rate_limits: Arc::new(RateLimits {
+            limiter,
+            default_per_minute: config.rate_limit.per_minute,
+        }),
+        api_key_admin: db.api_key_admin(),
+        readiness,
     };
 
     let janitor = tokio::spawn(purge_expired_flows(store.clone(), clock.clone()));
@@ -162,9 +223,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         public_base_url = %public_base_url,
         "relay listening on http://{local}"
     );
+    let (stop_refresher, stop_rx) = tokio::sync::watch::channel(false);
+    let refresher = config.refresher.enabled.then(|| {
+        tokio::spawn(relay_core::refresher::run(
+            tokens.clone(),
+            db.due_connections(),
+            clock.clone(),
+            RefresherSettings {
+                interval: Duration::from_millis(config.refresher.interval_ms.max(100)),
+                batch: config.refresher.batch,
+            },
+            stop_rx,
+        ))
+    });
     relay_server::serve(listener, state, shutdown_signal())
         .await
         .context("serving HTTP")?;
+    // Stop claiming; refreshes in flight finish and save (within the grace period), so a
+    // rotated refresh token is never lost to a shutdown.
+    let _ = stop_refresher.send(true);
+    if let Some(task) = refresher {
+        let grace = Duration::from_secs(config.refresher.shutdown_grace_secs);
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "background refreshes did not finish within the grace period; their leases expire on their own"
+            );
+        }
+    }
     janitor.abort();
     db.close().await;
     info!("relay stopped");
@@ -202,4 +288,23 @@ async fn shutdown_signal() {
         () = term => {},
     }
     info!("shutdown requested; finishing requests in flight");
+}
+
+/// `/ready` reports Redis when it is configured.
+struct RedisReadiness(Redis);
+
+#[async_trait::async_trait]
+impl ReadinessCheck for RedisReadiness {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn check(&self, budget: Duration) -> Result<(), String> {
+        self.0.ping(budget).await.map_err(|e| match e {
+            relay_store::redis::RedisError::Timeout => {
+                format!("redis did not answer within {} s", budget.as_secs())
+            }
+            _ => "redis unavailable".to_owned(),
+        })
+    }
 }

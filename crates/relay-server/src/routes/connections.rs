@@ -134,7 +134,7 @@ pub async fn get_connection(
     Path(id): Path<String>,
 ) -> Result<axum::Json<ConnectionView>, ApiError> {
     let id = parse_connection_id(&id)?;
-    let (conn, _) = state.tokens.connection(&caller.workspace_id, &id).await?;
+    let conn = state.tokens.connection(&caller.workspace_id, &id).await?;
     Ok(axum::Json(ConnectionView::from(&conn)))
 }
 

@@ -1,5 +1,6 @@
 //! Liveness and readiness. `/health` answers while the process runs; `/ready` says whether
-//! this instance can serve: the database answers (2 s budget) and the encryption key is loaded.
+//! this instance can serve: the database answers (2 s budget), Redis answers when configured
+//! (2 s budget), and the encryption key is loaded.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -60,6 +61,22 @@ pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
         },
     };
     checks.insert("database".to_owned(), db);
+    for dep in &state.readiness {
+        let check = match dep.check(Duration::from_secs(2)).await {
+            Ok(()) => Check {
+                ok: true,
+                detail: None,
+            },
+            Err(detail) => {
+                tracing::warn!(dependency = dep.name(), %detail, "readiness check failed");
+                Check {
+                    ok: false,
+                    detail: Some(detail),
+                }
+            }
+        };
+        checks.insert(dep.name().to_owned(), check);
+    }
     checks.insert(
         "encryption_key".to_owned(),
         Check {
