@@ -97,14 +97,16 @@ pub trait RateLimiter: Send + Sync + 'static {
 /// The generic cell rate algorithm: one timestamp per key (the theoretical arrival time of the
 /// next request), so a limit costs a few bytes per key and no background sweeping.
 ///
-/// `tat` is the stored theoretical arrival time in milliseconds (`None` for a new key);
-/// returns the verdict and the new `tat` to store when allowed.
-pub fn gcra(now_ms: i64, tat: Option<i64>, per_minute: u32) -> (RateDecision, Option<i64>) {
+/// `tat` is the stored theoretical arrival time in milliseconds (`None` for a new key), kept
+/// as a fraction: at high limits the interval is far below a millisecond, and rounding it would
+/// turn 100,000 per minute into 1,000 per second at most. Returns the verdict and the new
+/// `tat` to store when allowed.
+pub fn gcra(now_ms: i64, tat: Option<f64>, per_minute: u32) -> (RateDecision, Option<f64>) {
     let limit = per_minute.max(1);
     let interval = 60_000.0 / f64::from(limit);
     let burst_window = interval * f64::from(limit);
-    let tat = tat.unwrap_or(now_ms).max(now_ms) as f64;
     let now = now_ms as f64;
+    let tat = tat.unwrap_or(now).max(now);
     let new_tat = tat + interval;
     let allow_at = new_tat - burst_window;
     if now < allow_at {
@@ -132,14 +134,14 @@ pub fn gcra(now_ms: i64, tat: Option<i64>, per_minute: u32) -> (RateDecision, Op
             reset_after: Duration::from_millis((new_tat - now).ceil() as u64),
             retry_after: Duration::ZERO,
         },
-        Some(new_tat.ceil() as i64),
+        Some(new_tat),
     )
 }
 
 /// In-process limits (single node, or the fallback while Redis is down).
 pub struct LocalRateLimiter {
     clock: Arc<dyn Clock>,
-    tats: Mutex<HashMap<String, i64>>,
+    tats: Mutex<HashMap<String, f64>>,
 }
 
 impl LocalRateLimiter {
@@ -155,11 +157,17 @@ impl LocalRateLimiter {
         let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
         // Keys whose bucket is full again carry no information; drop them to bound memory.
         if tats.len() > 100_000 {
-            tats.retain(|_, tat| *tat > now);
+            tats.retain(|_, tat| *tat > now as f64);
         }
         let (decision, new_tat) = gcra(now, tats.get(key).copied(), per_minute);
         if let Some(t) = new_tat {
-            tats.insert(key.to_owned(), t);
+            // The hot path: update in place, allocating the key only the first time.
+            match tats.get_mut(key) {
+                Some(tat) => *tat = t,
+                None => {
+                    tats.insert(key.to_owned(), t);
+                }
+            }
         }
         decision
     }
@@ -235,6 +243,17 @@ mod tests {
         assert!(d.allowed);
         let (d, _) = gcra(1_000, t, 60);
         assert!(!d.allowed);
+    }
+
+    #[test]
+    fn a_high_limit_is_not_rounded_down() {
+        // 6,000,000 per minute is 100 per millisecond.
+        let mut tat = None;
+        for i in 0..10_000 {
+            let (d, t) = gcra(0, tat, 6_000_000);
+            assert!(d.allowed, "request {i}");
+            tat = t;
+        }
     }
 
     #[test]

@@ -444,7 +444,23 @@ impl TokenService {
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
         let (_gate, _held) = self.enter_gate(id).await;
-        // Whoever was ahead of us may have refreshed already (here or in another process).
+        // Whoever was ahead of us in this process may have refreshed already: its write went
+        // to the database and then to the cache, so a newer cached version is that refresh.
+        // Checking the cache first keeps a queue of a thousand waiters from re-reading the
+        // row one after another while holding the gate.
+        if let Some(entry) = self.cache.get(id).await
+            && entry.version != seen_version
+            && usable(entry.status, entry.status_reason.as_deref()).is_ok()
+            && !self.due(
+                entry.expires_at,
+                entry.next_refresh_at,
+                self.clock.now(),
+                req.min_ttl,
+            )
+        {
+            return self.issue_entry(&entry, ReadPath::Joined);
+        }
+        // Otherwise (here or in another process) the row says.
         let current = self.reload(id).await?;
         ensure_usable(&current)?;
         let now = self.clock.now();
