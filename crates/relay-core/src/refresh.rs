@@ -191,14 +191,14 @@ pub struct TokenService {
     policy: RefreshPolicy,
     /// Names this process in lease owners, for operators reading the table.
     instance: String,
-    gates: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+    gates: Mutex<HashMap<ConnectionId, Arc<tokio::sync::RwLock<()>>>>,
 }
 
 /// Removes a connection's gate from the map when the last user leaves it.
 struct GateGuard<'a> {
     service: &'a TokenService,
     id: ConnectionId,
-    gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    gate: Option<Arc<tokio::sync::RwLock<()>>>,
 }
 
 impl Drop for GateGuard<'_> {
@@ -405,10 +405,10 @@ impl TokenService {
         })
     }
 
-    async fn enter_gate(
-        &self,
-        id: &ConnectionId,
-    ) -> (GateGuard<'_>, tokio::sync::OwnedMutexGuard<()>) {
+    /// The connection's gate, registered while the returned guard lives. The caller that
+    /// holds it for writing runs the refresh; the others wait for reading, so that they all
+    /// wake at once when it is done instead of passing a lock along one by one.
+    fn gate(&self, id: &ConnectionId) -> GateGuard<'_> {
         let gate = {
             let mut gates = self
                 .gates
@@ -416,15 +416,31 @@ impl TokenService {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             gates.entry(id.clone()).or_default().clone()
         };
-        let held = gate.clone().lock_owned().await;
-        (
-            GateGuard {
-                service: self,
-                id: id.clone(),
-                gate: Some(gate),
-            },
-            held,
-        )
+        GateGuard {
+            service: self,
+            id: id.clone(),
+            gate: Some(gate),
+        }
+    }
+
+    /// A refresh that finished after the caller saw `seen_version`, taken from the cache (the
+    /// refresher writes the database, then the cache).
+    async fn refreshed_since(
+        &self,
+        id: &ConnectionId,
+        seen_version: i64,
+        req: &TokenRequest,
+    ) -> Option<CachedToken> {
+        let entry = self.cache.get(id).await?;
+        (entry.version != seen_version
+            && usable(entry.status, entry.status_reason.as_deref()).is_ok()
+            && !self.due(
+                entry.expires_at,
+                entry.next_refresh_at,
+                self.clock.now(),
+                req.min_ttl,
+            ))
+        .then_some(entry)
     }
 
     async fn reload(&self, id: &ConnectionId) -> Result<Connection, ServiceError> {
@@ -443,21 +459,27 @@ impl TokenService {
         seen_version: i64,
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
-        let (_gate, _held) = self.enter_gate(id).await;
-        // Whoever was ahead of us in this process may have refreshed already: its write went
-        // to the database and then to the cache, so a newer cached version is that refresh.
-        // Checking the cache first keeps a queue of a thousand waiters from re-reading the
-        // row one after another while holding the gate.
-        if let Some(entry) = self.cache.get(id).await
-            && entry.version != seen_version
-            && usable(entry.status, entry.status_reason.as_deref()).is_ok()
-            && !self.due(
-                entry.expires_at,
-                entry.next_refresh_at,
-                self.clock.now(),
-                req.min_ttl,
-            )
-        {
+        let guard = self.gate(id);
+        let gate = guard
+            .gate
+            .clone()
+            .ok_or(ServiceError::NotFound("connection"))?;
+        let _held = match gate.clone().try_write_owned() {
+            Ok(held) => held,
+            Err(_) => {
+                // Another caller in this process is refreshing: wait for it together with
+                // every other waiter, then take its result from the cache (no database read
+                // each).
+                drop(gate.read().await);
+                if let Some(entry) = self.refreshed_since(id, seen_version, &req).await {
+                    return self.issue_entry(&entry, ReadPath::Joined);
+                }
+                // It failed, or its token does not satisfy us: queue to lead, one at a time.
+                gate.clone().write_owned().await
+            }
+        };
+        // A refresh may also have finished between our read of the cache and now.
+        if let Some(entry) = self.refreshed_since(id, seen_version, &req).await {
             return self.issue_entry(&entry, ReadPath::Joined);
         }
         // Otherwise (here or in another process) the row says.

@@ -28,7 +28,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use state::{AppState, ServerSettings};
+pub use state::{AppParts, AppState, ServerSettings};
 
 use routes::{api_keys, connections, health, oauth};
 

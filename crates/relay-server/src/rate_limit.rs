@@ -84,9 +84,7 @@ fn ceil_secs(d: std::time::Duration) -> u64 {
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: u64) {
-    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
-        headers.insert(name, v);
-    }
+    headers.insert(name, HeaderValue::from(value));
 }
 
 fn add_headers(headers: &mut HeaderMap, d: &RateDecision) {

@@ -311,6 +311,10 @@ async fn the_shared_cache_orders_versions_and_invalidates_every_replica() {
     let b = RedisCache::new(redis.clone(), c.clone(), 1000, Duration::from_secs(60));
     let id = ConnectionId::generate();
     assert!(a.get(&id).await.is_none());
+    assert!(
+        eventually(|| async { a.local_tier_active() && b.local_tier_active() }).await,
+        "the invalidation subscriptions come up"
+    );
 
     a.put(entry(&id, 2, 2, &clock)).await;
     a.put(entry(&id, 1, 1, &clock)).await;
@@ -517,6 +521,22 @@ async fn the_shared_limit_holds_across_replicas_and_falls_back_in_process() {
         replicas[0].check("key_other", 10).await.allowed,
         "keys are apart"
     );
+
+    // A busy key takes slices of its allowance: still never more than the limit in total.
+    let mut allowed = 0;
+    let started = std::time::Instant::now();
+    for i in 0..12_000 {
+        if replicas[i % 3].check("key_busy", 6_000).await.allowed {
+            allowed += 1;
+        }
+    }
+    // The bucket refills at 100 per second while the loop runs.
+    let refilled = (started.elapsed().as_secs_f64() * 100.0).ceil() as usize;
+    assert!(
+        allowed <= 6_000 + refilled,
+        "never above the limit: {allowed} (refilled {refilled})"
+    );
+    assert!(allowed >= 5_900, "slices lose at most a little: {allowed}");
 
     let down = RedisRateLimiter::new(dead_redis(), Arc::new(LocalRateLimiter::new(clock)));
     let allowed = {

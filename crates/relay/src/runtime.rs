@@ -14,7 +14,7 @@ use relay_providers::Catalog;
 use relay_server::auth::ApiKeys;
 use relay_server::rate_limit::RateLimits;
 use relay_server::state::ReadinessCheck;
-use relay_server::{AppState, ServerSettings};
+use relay_server::{AppParts, AppState, ServerSettings};
 use relay_store::redis::{
     Redis, RedisCache, RedisFlows, RedisLocks, RedisRateLimiter, RedisSettings,
 };
@@ -184,7 +184,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for info in catalog.infos() {
         relay_core::events::register(&info.name);
     }
-    let state = AppState {
+    let state = AppState::new(AppParts {
         tokens: tokens.clone(),
         connect,
         store: store.clone(),
@@ -206,7 +206,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }),
         api_key_admin: db.api_key_admin(),
         readiness,
-    };
+    });
 
     let janitor = tokio::spawn(purge_expired_flows(store.clone(), clock.clone()));
     if keyring.key_ids().len() > 1 {

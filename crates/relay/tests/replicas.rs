@@ -594,3 +594,59 @@ async fn sigterm_lets_a_background_refresh_in_flight_finish_and_save() {
     assert!(fake.is_access_token_valid(tok["access_token"].as_str().unwrap()));
     assert_eq!(fake.refresh_requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flow_started_on_one_replica_finishes_on_another_after_the_first_stops() {
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let Some(pg) = pg_database().await else {
+        return;
+    };
+    let fake = FakeProvider::start(FakeProviderConfig::default()).await;
+    // Both replicas sit behind one public address (here: replica B's).
+    let port_b = free_port();
+    let public = format!("http://127.0.0.1:{port_b}");
+    let toml = format!(
+        "{FAST}\n{}",
+        provider_toml("test", "oidc", &fake.issuer(), "")
+    );
+    let prefix = format!("relay-it:{}:", random_token(9));
+    let (dir_a, dir_b) = (TempDir::new(), TempDir::new());
+    let mut opts_a = RelayOptions::new(dir_a.path(), &toml)
+        .with_env("REDIS_URL", &redis)
+        .with_env("REDIS_KEY_PREFIX", &prefix)
+        .with_env("RELAY_PUBLIC_BASE_URL", &public);
+    opts_a.database_url = Some(pg.url.clone());
+    let mut opts_b = opts_a.clone();
+    opts_b.data_dir = dir_b.path().to_path_buf();
+    opts_b.port = Some(port_b);
+    let key = opts_a.create_api_key("acme").await;
+    let a = Relay::start(opts_a).await;
+    let b = Relay::start(opts_b).await;
+
+    let (status, body) = a.get_json("/oauth/test/authorize?actor_id=u-7", &key).await;
+    assert_eq!(status, 200, "{body}");
+    let redirect = follow_authorize(body["authorize_url"].as_str().unwrap()).await;
+    assert!(
+        redirect.location.starts_with(&public),
+        "{}",
+        redirect.location
+    );
+    // The replica that started the flow is gone; the flow lives in Redis.
+    assert!(a.stop().await.success());
+    let resp = b.http.get(&redirect.location).send().await.unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    assert_eq!(fake.code_exchanges(), 1);
+    // Consumed: the same state a second time is refused.
+    let again = b.http.get(&redirect.location).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 400);
+    let (status, st) = b.get_json("/oauth/test/status?actor_id=u-7", &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(st["linked"], true, "{st}");
+}

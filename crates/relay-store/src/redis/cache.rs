@@ -106,6 +106,11 @@ impl RedisCache {
             .max(1_000)
     }
 
+    /// Whether the in-process tier is in use (its invalidation subscription is live).
+    pub fn local_tier_active(&self) -> bool {
+        self.use_local()
+    }
+
     fn use_local(&self) -> bool {
         self.subscribed.load(Ordering::Acquire)
     }
