@@ -140,10 +140,16 @@ impl RateLimiter for RedisRateLimiter {
             if slices.len() > 10_000 {
                 slices.retain(|_, s| s.taken_at.elapsed() < SLICE_LIFETIME);
             }
+            // Requests that found the slice empty at the same moment each fetched one; keep
+            // what every one of them brought, so none of the debited allowance is lost.
+            let carried = slices
+                .get(key)
+                .filter(|s| s.taken_at.elapsed() < SLICE_LIFETIME)
+                .map_or(0, |s| s.left);
             slices.insert(
                 key.to_owned(),
                 Slice {
-                    left: granted - 1,
+                    left: (granted - 1).saturating_add(carried),
                     remaining,
                     reset_after,
                     taken_at: Instant::now(),
