@@ -51,6 +51,8 @@ return 1
 
 /// Entries of tokens without an expiry live this long in Redis.
 const NO_EXPIRY_TTL: Duration = Duration::from_secs(3600);
+/// No entry lives longer than this (a token's lifetime is capped here too).
+const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 pub struct RedisCache {
     redis: Redis,
@@ -98,7 +100,7 @@ impl RedisCache {
 
     fn ttl_ms(&self, entry: &CachedToken) -> u64 {
         let ttl = match entry.expires_at {
-            Some(exp) => self.clock.now().until(exp),
+            Some(exp) => self.clock.now().until(exp).min(MAX_ENTRY_LIFETIME),
             None => NO_EXPIRY_TTL,
         };
         u64::try_from(ttl.as_millis())
@@ -230,6 +232,9 @@ impl ConnectionCache for RedisCache {
             Err(e) => {
                 fell_back("cache_put", &e);
                 self.local.invalidate(&entry.id).await;
+                // Redis may still hold the previous entry (an old token, or an active status
+                // the database no longer has): remove it as soon as Redis answers again.
+                self.spawn_retry_delete(entry.id.clone());
             }
         }
     }
@@ -250,7 +255,37 @@ impl ConnectionCache for RedisCache {
             .await;
         if let Err(e) = result {
             fell_back("cache_invalidate", &e);
+            self.spawn_retry_delete(id.clone());
         }
+    }
+}
+
+impl RedisCache {
+    /// Keeps trying to delete (and announce) an entry that Redis could not drop when asked,
+    /// every second for as long as any entry may live, so that a connection deleted or changed
+    /// during an outage is not served from Redis once it is back.
+    fn spawn_retry_delete(&self, id: ConnectionId) {
+        let (redis, key, channel) = (self.redis.clone(), self.key(&id), self.channel.clone());
+        tokio::spawn(async move {
+            let script = redis::Script::new(DELETE_SCRIPT);
+            let started = std::time::Instant::now();
+            while started.elapsed() < MAX_ENTRY_LIFETIME {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let r: Result<i64, RedisError> = redis
+                    .run(async |c| {
+                        script
+                            .key(&key)
+                            .key(&channel)
+                            .arg(id.as_str())
+                            .invoke_async(c)
+                            .await
+                    })
+                    .await;
+                if r.is_ok() {
+                    return;
+                }
+            }
+        });
     }
 }
 
