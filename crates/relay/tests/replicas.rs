@@ -524,16 +524,28 @@ async fn the_background_refresher_refreshes_due_tokens_once_across_replicas() {
         assert_eq!(meta["status"], "active");
         assert!(meta["last_refreshed_at"].is_string(), "{meta}");
     }
-    let text = c.relays[0]
-        .http
-        .get(c.relays[0].url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let _ = text;
+    // The work was counted where it was done: twelve refreshes over the replicas' metrics.
+    let mut refreshed = 0.0;
+    for r in &c.relays {
+        let text = r
+            .http
+            .get(r.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        refreshed += text
+            .lines()
+            .filter(|l| l.starts_with("background_refresh_total{outcome=\"refreshed\"}"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    assert_eq!(
+        refreshed, 12.0,
+        "background_refresh_total counts each refresh once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
