@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::clock::{Clock, Timestamp};
 use crate::connection::Connection;
+use crate::coordination::{FlowStore, StoreFlows};
 use crate::error::ServiceError;
 use crate::events::{self, OAuthEvent};
 use crate::ids::{ActorId, ActorType, ProviderName, Scopes, WorkspaceId};
@@ -28,7 +29,8 @@ use crate::vault::{Binding, Keyring};
 pub const PKCE_VERIFIER: &str = "pkce_verifier";
 
 pub struct ConnectService {
-    store: Arc<dyn Store>,
+    /// Pending flows: the database by default, Redis when configured (see `with_flows`).
+    flows: Arc<dyn FlowStore>,
     providers: Arc<dyn ProviderGateway>,
     tokens: Arc<TokenService>,
     keyring: Arc<Keyring>,
@@ -108,7 +110,7 @@ impl ConnectService {
         flow_ttl: Duration,
     ) -> Self {
         Self {
-            store,
+            flows: Arc::new(StoreFlows(store)),
             providers,
             tokens,
             keyring,
@@ -116,6 +118,12 @@ impl ConnectService {
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
             flow_ttl,
         }
+    }
+
+    /// Keeps pending flows somewhere other than the database (Redis, shared by replicas).
+    pub fn with_flows(mut self, flows: Arc<dyn FlowStore>) -> Self {
+        self.flows = flows;
+        self
     }
 
     pub fn callback_url(&self, provider: &ProviderName) -> String {
@@ -174,7 +182,7 @@ impl ConnectService {
             created_at: now,
             expires_at,
         };
-        self.store.insert_flow(&flow).await?;
+        self.flows.insert_flow(&flow).await?;
         events::record(&req.provider, OAuthEvent::AuthorizeStarted);
         Ok(StartedFlow {
             authorize_url: auth.url,
@@ -216,7 +224,7 @@ impl ConnectService {
         let state_hash = random::sha256_hex(state.as_bytes());
         // Consumed here, whatever happens next: a state is good for one attempt only.
         let flow = self
-            .store
+            .flows
             .take_flow(&state_hash)
             .await
             .map_err(ServiceError::from)?

@@ -12,6 +12,7 @@ pub mod census;
 pub mod clock;
 pub mod connect;
 pub mod connection;
+pub mod coordination;
 pub mod error;
 pub mod events;
 pub mod ids;
@@ -19,6 +20,7 @@ pub mod oauth;
 pub mod ports;
 pub mod random;
 pub mod refresh;
+pub mod refresher;
 pub mod rotation;
 pub mod vault;
 

@@ -5,9 +5,10 @@
 use async_trait::async_trait;
 
 use crate::clock::Timestamp;
-use crate::connection::{Connection, TokenUpdate};
+use crate::connection::{Connection, ConnectionStatus, TokenUpdate};
 use crate::error::StoreError;
 use crate::ids::{ActorId, ActorType, ConnectionId, ProviderName, Scopes, WorkspaceId};
+use crate::vault::Binding;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workspace {
@@ -179,10 +180,63 @@ pub trait Store: Send + Sync + 'static {
     async fn register_vault_key(&self, key_id: &str, now: Timestamp) -> Result<(), StoreError>;
 }
 
-/// A read-through cache of connections. Values hold sealed tokens only, never plaintext.
+/// What the token hot path needs from a connection, and nothing more: the **sealed access
+/// token** (never the refresh token, never plaintext), the times that decide whether it is due,
+/// and the version that orders writes. Metadata reads (`GET /connections/{id}`) go to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedToken {
+    pub id: ConnectionId,
+    pub workspace_id: WorkspaceId,
+    pub provider: ProviderName,
+    /// Carried so that audit records of cached reads name the actor.
+    pub actor_id: ActorId,
+    pub scopes: Scopes,
+    pub token_type: String,
+    /// Sealed bytes, bound to (workspace, connection, `access_token`).
+    pub access_token: Vec<u8>,
+    pub expires_at: Option<Timestamp>,
+    pub next_refresh_at: Option<Timestamp>,
+    pub status: ConnectionStatus,
+    pub status_reason: Option<String>,
+    pub version: i64,
+}
+
+impl CachedToken {
+    pub fn binding<'a>(&'a self, column: &'a str) -> Binding<'a> {
+        Binding {
+            workspace: self.workspace_id.as_str(),
+            record: self.id.as_str(),
+            column,
+        }
+    }
+}
+
+impl From<&Connection> for CachedToken {
+    fn from(c: &Connection) -> Self {
+        Self {
+            id: c.id.clone(),
+            workspace_id: c.workspace_id.clone(),
+            provider: c.provider.clone(),
+            actor_id: c.actor_id.clone(),
+            scopes: c.scopes.clone(),
+            token_type: c.token_type.clone(),
+            access_token: c.access_token.clone(),
+            expires_at: c.expires_at,
+            next_refresh_at: c.next_refresh_at,
+            status: c.status,
+            status_reason: c.status_reason.clone(),
+            version: c.version,
+        }
+    }
+}
+
+/// A read-through cache of the token hot path. Entries hold sealed access tokens only.
+///
+/// `put` must never replace a newer version with an older one, and `invalidate` must be seen
+/// by every reader of the same cache (every replica, for a shared cache) before it returns.
 #[async_trait]
 pub trait ConnectionCache: Send + Sync + 'static {
-    async fn get(&self, id: &ConnectionId) -> Option<Connection>;
-    async fn put(&self, conn: &Connection);
+    async fn get(&self, id: &ConnectionId) -> Option<CachedToken>;
+    async fn put(&self, entry: CachedToken);
     async fn invalidate(&self, id: &ConnectionId);
 }

@@ -29,10 +29,13 @@ pub fn unit_fraction() -> f64 {
 
 /// SHA-256 as lowercase hex: how API keys and OAuth states are looked up without storing them.
 pub fn sha256_hex(data: &[u8]) -> String {
+    // Runs on every authenticated request (the API-key lookup): no allocation per byte.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = ring::digest::digest(&ring::digest::SHA256, data);
     let mut s = String::with_capacity(64);
     for b in d.as_ref() {
-        s.push_str(&format!("{b:02x}"));
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     s
 }

@@ -27,11 +27,12 @@ use tracing::{debug, info, warn};
 use crate::audit::{AuditAction, AuditEvent, AuditSink};
 use crate::clock::{Clock, Timestamp};
 use crate::connection::{ACCESS_TOKEN, Connection, ConnectionStatus, REFRESH_TOKEN, TokenUpdate};
+use crate::coordination::{LockAttempt, NoLocks, RefreshLocks};
 use crate::error::{ServiceError, StoreError};
 use crate::events::{self, OAuthEvent};
 use crate::ids::{ActorId, ActorType, ConnectionId, ProviderName, Scopes, WorkspaceId};
 use crate::oauth::{OAuthError, ProviderGateway, TokenKind, TokenSet};
-use crate::ports::{ConnectionCache, ConnectionFilter, Store};
+use crate::ports::{CachedToken, ConnectionCache, ConnectionFilter, Store};
 use crate::random;
 use crate::vault::Keyring;
 
@@ -51,6 +52,14 @@ pub struct RefreshPolicy {
     pub backoff_max: Duration,
     /// How often a caller waiting on another process's lease re-reads the row.
     pub lock_poll: Duration,
+    /// Spread of scheduled refreshes: up to this fraction of a token's lifetime is taken off
+    /// `next_refresh_at` at random, so tokens issued together are not refreshed together.
+    pub jitter_fraction: f64,
+    /// Refresh tokens that die when unused (idle expiry) are exercised at least this often by
+    /// the background refresher, even when the access token has no expiry.
+    pub keepalive: Option<Duration>,
+    /// Time-to-live of the distributed refresh lock (extended while the provider call runs).
+    pub lock_ttl: Duration,
 }
 
 impl Default for RefreshPolicy {
@@ -64,6 +73,9 @@ impl Default for RefreshPolicy {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(8),
             lock_poll: Duration::from_millis(50),
+            jitter_fraction: 0.0,
+            keepalive: None,
+            lock_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -76,6 +88,23 @@ impl RefreshPolicy {
             .min_remaining
             .max(lifetime.mul_f64(self.fraction.clamp(0.0, 1.0)));
         expires_at.minus(margin)
+    }
+
+    /// When the background refresher should next look at a token issued at `now`: the due
+    /// time minus a random share of the lifetime, and no later than the keep-alive.
+    pub fn schedule(&self, now: Timestamp, expires_at: Option<Timestamp>) -> Option<Timestamp> {
+        let due = expires_at.map(|e| {
+            let at = self.refresh_at(now, e);
+            let spread = now
+                .until(at)
+                .mul_f64(self.jitter_fraction.clamp(0.0, 0.5) * random::unit_fraction());
+            at.minus(spread)
+        });
+        let keepalive = self.keepalive.map(|k| now.plus(k));
+        match (due, keepalive) {
+            (Some(d), Some(k)) => Some(d.min(k)),
+            (d, k) => d.or(k),
+        }
     }
 
     /// The backoff before attempt `attempt + 1` (1-based `attempt`), with full jitter on the
@@ -159,13 +188,14 @@ pub struct Deletion {
 pub struct TokenService {
     store: Arc<dyn Store>,
     cache: Arc<dyn ConnectionCache>,
+    locks: Arc<dyn RefreshLocks>,
     providers: Arc<dyn ProviderGateway>,
     keyring: Arc<Keyring>,
     clock: Arc<dyn Clock>,
     policy: RefreshPolicy,
     /// Names this process in lease owners, for operators reading the table.
     instance: String,
-    gates: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+    gates: Mutex<HashMap<ConnectionId, Arc<tokio::sync::RwLock<()>>>>,
     /// Records refresh outcomes and re-authorization needs (see [`TokenService::with_audit`]).
     audit: Option<Arc<dyn AuditSink>>,
 }
@@ -174,7 +204,7 @@ pub struct TokenService {
 struct GateGuard<'a> {
     service: &'a TokenService,
     id: ConnectionId,
-    gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    gate: Option<Arc<tokio::sync::RwLock<()>>>,
 }
 
 impl Drop for GateGuard<'_> {
@@ -207,6 +237,7 @@ impl TokenService {
         Self {
             store,
             cache,
+            locks: Arc::new(NoLocks),
             providers,
             keyring,
             clock,
@@ -225,6 +256,12 @@ impl TokenService {
         self
     }
 
+    /// Puts a distributed lock in front of the row lease (Redis, with several replicas).
+    pub fn with_locks(mut self, locks: Arc<dyn RefreshLocks>) -> Self {
+        self.locks = locks;
+        self
+    }
+
     pub fn policy(&self) -> &RefreshPolicy {
         &self.policy
     }
@@ -233,29 +270,44 @@ impl TokenService {
         &self.keyring
     }
 
-    /// A connection of `workspace`, from the cache or the store. Another workspace's
-    /// connection is "not found", exactly like a missing one.
+    /// A connection of `workspace`, read from the store: the cache holds only the token hot
+    /// path. Another workspace's connection is "not found", exactly like a missing one.
     pub async fn connection(
         &self,
         workspace: &WorkspaceId,
         id: &ConnectionId,
-    ) -> Result<(Connection, ReadPath), ServiceError> {
-        let (conn, path) = match self.cache.get(id).await {
-            Some(c) => (c, ReadPath::CacheHit),
+    ) -> Result<Connection, ServiceError> {
+        self.store
+            .get_connection(id)
+            .await?
+            .filter(|c| &c.workspace_id == workspace)
+            .ok_or(ServiceError::NotFound("connection"))
+    }
+
+    /// The hot-path entry of a connection of `workspace`: from the cache, or warmed from the
+    /// store.
+    async fn cached_entry(
+        &self,
+        workspace: &WorkspaceId,
+        id: &ConnectionId,
+    ) -> Result<(CachedToken, ReadPath), ServiceError> {
+        let (entry, path) = match self.cache.get(id).await {
+            Some(e) => (e, ReadPath::CacheHit),
             None => {
                 let c = self
                     .store
                     .get_connection(id)
                     .await?
                     .ok_or(ServiceError::NotFound("connection"))?;
-                self.cache.put(&c).await;
-                (c, ReadPath::CacheMiss)
+                let entry = CachedToken::from(&c);
+                self.cache.put(entry.clone()).await;
+                (entry, ReadPath::CacheMiss)
             }
         };
-        if &conn.workspace_id != workspace {
+        if &entry.workspace_id != workspace {
             return Err(ServiceError::NotFound("connection"));
         }
-        Ok((conn, path))
+        Ok((entry, path))
     }
 
     pub async fn list(
@@ -286,14 +338,18 @@ impl TokenService {
         id: &ConnectionId,
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
-        let (conn, path) = self.connection(workspace, id).await?;
-        ensure_usable(&conn)?;
+        let (entry, path) = self.cached_entry(workspace, id).await?;
+        usable(entry.status, entry.status_reason.as_deref())?;
         let now = self.clock.now();
-        if !req.force_refresh && !self.is_due(&conn, now, req.min_ttl) {
-            return self.issue(&conn, path);
+        if !req.force_refresh
+            && !self.due(entry.expires_at, entry.next_refresh_at, now, req.min_ttl)
+        {
+            return self.issue_entry(&entry, path);
         }
-        let provider = conn.provider.clone();
-        let issued = self.refresh_single_flight(conn, req).await?;
+        let provider = entry.provider.clone();
+        let issued = self
+            .refresh_single_flight(&entry.id, entry.version, req)
+            .await?;
         let result = if issued.path == ReadPath::Refreshed {
             "performed"
         } else {
@@ -306,7 +362,17 @@ impl TokenService {
 
     /// Whether the connection's token must be refreshed before it is handed out.
     pub fn is_due(&self, conn: &Connection, now: Timestamp, min_ttl: Option<Duration>) -> bool {
-        let Some(expires_at) = conn.expires_at else {
+        self.due(conn.expires_at, conn.next_refresh_at, now, min_ttl)
+    }
+
+    fn due(
+        &self,
+        expires_at: Option<Timestamp>,
+        next_refresh_at: Option<Timestamp>,
+        now: Timestamp,
+        min_ttl: Option<Duration>,
+    ) -> bool {
+        let Some(expires_at) = expires_at else {
             // The provider did not say when it expires; only a forced refresh touches it.
             return false;
         };
@@ -314,7 +380,7 @@ impl TokenService {
         if now >= expires_at || min_ttl.is_some_and(|ttl| now.plus(ttl) > expires_at) {
             return true;
         }
-        match conn.next_refresh_at {
+        match next_refresh_at {
             Some(at) => now >= at,
             None => now >= expires_at.minus(self.policy.min_remaining),
         }
@@ -348,10 +414,30 @@ impl TokenService {
         })
     }
 
-    async fn enter_gate(
+    fn issue_entry(
         &self,
-        id: &ConnectionId,
-    ) -> (GateGuard<'_>, tokio::sync::OwnedMutexGuard<()>) {
+        entry: &CachedToken,
+        path: ReadPath,
+    ) -> Result<IssuedToken, ServiceError> {
+        let token = self
+            .keyring
+            .open_string(&entry.access_token, entry.binding(ACCESS_TOKEN))?;
+        Ok(IssuedToken {
+            access_token: SecretString::from(token.as_str()),
+            token_type: entry.token_type.clone(),
+            expires_at: entry.expires_at,
+            scopes: entry.scopes.clone(),
+            connection_id: entry.id.clone(),
+            path,
+            provider: entry.provider.clone(),
+            actor_id: entry.actor_id.clone(),
+        })
+    }
+
+    /// The connection's gate, registered while the returned guard lives. The caller that
+    /// holds it for writing runs the refresh; the others wait for reading, so that they all
+    /// wake at once when it is done instead of passing a lock along one by one.
+    fn gate(&self, id: &ConnectionId) -> GateGuard<'_> {
         let gate = {
             let mut gates = self
                 .gates
@@ -359,15 +445,31 @@ impl TokenService {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             gates.entry(id.clone()).or_default().clone()
         };
-        let held = gate.clone().lock_owned().await;
-        (
-            GateGuard {
-                service: self,
-                id: id.clone(),
-                gate: Some(gate),
-            },
-            held,
-        )
+        GateGuard {
+            service: self,
+            id: id.clone(),
+            gate: Some(gate),
+        }
+    }
+
+    /// A refresh that finished after the caller saw `seen_version`, taken from the cache (the
+    /// refresher writes the database, then the cache).
+    async fn refreshed_since(
+        &self,
+        id: &ConnectionId,
+        seen_version: i64,
+        req: &TokenRequest,
+    ) -> Option<CachedToken> {
+        let entry = self.cache.get(id).await?;
+        (entry.version != seen_version
+            && usable(entry.status, entry.status_reason.as_deref()).is_ok()
+            && !self.due(
+                entry.expires_at,
+                entry.next_refresh_at,
+                self.clock.now(),
+                req.min_ttl,
+            ))
+        .then_some(entry)
     }
 
     async fn reload(&self, id: &ConnectionId) -> Result<Connection, ServiceError> {
@@ -376,24 +478,49 @@ impl TokenService {
             .get_connection(id)
             .await?
             .ok_or(ServiceError::NotFound("connection"))?;
-        self.cache.put(&conn).await;
+        self.cache.put(CachedToken::from(&conn)).await;
         Ok(conn)
     }
 
     async fn refresh_single_flight(
         &self,
-        seen: Connection,
+        id: &ConnectionId,
+        seen_version: i64,
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
         let waiting = std::time::Instant::now();
-        let (_gate, _held) = self.enter_gate(&seen.id).await;
+        let guard = self.gate(id);
+        let gate = guard
+            .gate
+            .clone()
+            .ok_or(ServiceError::NotFound("connection"))?;
+        let _held = match gate.clone().try_write_owned() {
+            Ok(held) => held,
+            Err(_) => {
+                // Another caller in this process is refreshing: wait for it together with
+                // every other waiter, then take its result from the cache (no database read
+                // each).
+                drop(gate.read().await);
+                metrics::histogram!("refresh_lock_wait_seconds", "lock" => "process")
+                    .record(waiting.elapsed().as_secs_f64());
+                if let Some(entry) = self.refreshed_since(id, seen_version, &req).await {
+                    return self.issue_entry(&entry, ReadPath::Joined);
+                }
+                // It failed, or its token does not satisfy us: queue to lead, one at a time.
+                gate.clone().write_owned().await
+            }
+        };
         metrics::histogram!("refresh_lock_wait_seconds", "lock" => "process")
             .record(waiting.elapsed().as_secs_f64());
-        // Whoever was ahead of us may have refreshed already (here or in another process).
-        let current = self.reload(&seen.id).await?;
+        // A refresh may also have finished between our read of the cache and now.
+        if let Some(entry) = self.refreshed_since(id, seen_version, &req).await {
+            return self.issue_entry(&entry, ReadPath::Joined);
+        }
+        // Otherwise (here or in another process) the row says.
+        let current = self.reload(id).await?;
         ensure_usable(&current)?;
         let now = self.clock.now();
-        let someone_refreshed = current.version != seen.version;
+        let someone_refreshed = current.version != seen_version;
         if self.satisfies(&current, now, &req) && (someone_refreshed || !req.force_refresh) {
             return self.issue(&current, ReadPath::Joined);
         }
@@ -413,14 +540,35 @@ impl TokenService {
         let mut counted_locked = false;
         let mut current = current;
         let mut lease_wait = LeaseWait(None);
+        let lock_key = refresh_lock_key(&current);
+        // Held (when acquired) until this function returns: dropping it releases the lock.
+        let mut lock_guard = None;
         loop {
             let now = self.clock.now();
             let until = now.plus(self.policy.lease);
-            match self
-                .store
-                .try_acquire_lease(&current.id, &owner, now, until)
-                .await?
-            {
+            // Layer 2a: the distributed lock. `Busy` means another replica is refreshing, so
+            // we wait like for a taken lease; `Unavailable` falls through to the lease, which
+            // alone is enough for correctness.
+            let lock_busy = if lock_guard.is_none() {
+                match self.locks.try_lock(&lock_key, self.policy.lock_ttl).await {
+                    LockAttempt::Acquired(g) => {
+                        lock_guard = Some(g);
+                        false
+                    }
+                    LockAttempt::Busy => true,
+                    LockAttempt::Unavailable => false,
+                }
+            } else {
+                false
+            };
+            let leased = if lock_busy {
+                None
+            } else {
+                self.store
+                    .try_acquire_lease(&current.id, &owner, now, until)
+                    .await?
+            };
+            match leased {
                 Some(leased) => {
                     ensure_usable_or_release(self, &leased, &owner).await?;
                     let refreshed_meanwhile = leased.version != current.version;
@@ -428,10 +576,12 @@ impl TokenService {
                         && (refreshed_meanwhile || !req.force_refresh)
                     {
                         self.store.release_lease(&leased.id, &owner, None).await?;
-                        self.cache.put(&leased).await;
+                        self.cache.put(CachedToken::from(&leased)).await;
                         return self.issue(&leased, ReadPath::Joined);
                     }
-                    return self.refresh_under_lease(leased, &owner, req).await;
+                    let result = self.refresh_under_lease(leased, &owner, req).await;
+                    drop(lock_guard);
+                    return result;
                 }
                 None => {
                     lease_wait.0.get_or_insert_with(std::time::Instant::now);
@@ -466,13 +616,15 @@ impl TokenService {
                         return self.issue(&latest, ReadPath::Joined);
                     }
                     current = latest;
+                    // Give up a lock we may hold while the lease is elsewhere.
+                    lock_guard = None;
                 }
             }
         }
     }
 
     /// Refreshes under the lease, then records the outcome in the audit log.
-    async fn refresh_under_lease(
+    pub(crate) async fn refresh_under_lease(
         &self,
         leased: Connection,
         owner: &str,
@@ -691,7 +843,7 @@ impl TokenService {
             token_type: normalize_token_type(&tokens.token_type),
             expires_at,
             scopes: tokens.scope.clone(),
-            next_refresh_at: expires_at.map(|e| self.policy.refresh_at(now, e)),
+            next_refresh_at: self.policy.schedule(now, expires_at),
             now,
         };
         match self
@@ -700,7 +852,7 @@ impl TokenService {
             .await?
         {
             Some(saved) => {
-                self.cache.put(&saved).await;
+                self.cache.put(CachedToken::from(&saved)).await;
                 events::record(&saved.provider, OAuthEvent::RefreshOk);
                 info!(connection_id = %saved.id, provider = %saved.provider, version = saved.version, "token refreshed");
                 self.issue(&saved, ReadPath::Refreshed)
@@ -763,7 +915,7 @@ impl TokenService {
             .await?
         {
             Some(saved) => {
-                self.cache.put(&saved).await;
+                self.cache.put(CachedToken::from(&saved)).await;
                 warn!(connection_id = %saved.id, provider = %saved.provider, reason, "connection needs re-authorization");
                 Err(ServiceError::NeedsReauth {
                     reason: reason.to_owned(),
@@ -783,7 +935,7 @@ impl TokenService {
         id: &ConnectionId,
         reason: &str,
     ) -> Result<bool, ServiceError> {
-        let (conn, _) = self.connection(workspace, id).await?;
+        let conn = self.connection(workspace, id).await?;
         let owner = format!("{}:{}", self.instance, random::token());
         let now = self.clock.now();
         let Some(leased) = self
@@ -799,7 +951,7 @@ impl TokenService {
             .await?
         {
             Some(saved) => {
-                self.cache.put(&saved).await;
+                self.cache.put(CachedToken::from(&saved)).await;
                 warn!(connection_id = %saved.id, provider = %saved.provider, reason, "connection needs re-authorization");
                 Ok(true)
             }
@@ -864,7 +1016,7 @@ impl TokenService {
                 created_at: existing.as_ref().map(|c| c.created_at).unwrap_or(now),
                 updated_at: now,
                 last_refreshed_at: None,
-                next_refresh_at: expires_at.map(|e| self.policy.refresh_at(now, e)),
+                next_refresh_at: self.policy.schedule(now, expires_at),
                 refresh_failures: 0,
             };
             conn.access_token = self.keyring.seal(
@@ -877,7 +1029,7 @@ impl TokenService {
             });
             match self.store.upsert_connection(&conn).await {
                 Ok(saved) => {
-                    self.cache.put(&saved).await;
+                    self.cache.put(CachedToken::from(&saved)).await;
                     events::record(&saved.provider, OAuthEvent::TokensStored);
                     return Ok(saved);
                 }
@@ -974,16 +1126,29 @@ enum RefreshFailure {
 }
 
 fn ensure_usable(conn: &Connection) -> Result<(), ServiceError> {
-    match conn.status {
+    usable(conn.status, conn.status_reason.as_deref())
+}
+
+fn usable(status: ConnectionStatus, reason: Option<&str>) -> Result<(), ServiceError> {
+    match status {
         ConnectionStatus::Active => Ok(()),
         ConnectionStatus::NeedsReauth => Err(ServiceError::NeedsReauth {
-            reason: conn
-                .status_reason
-                .clone()
-                .unwrap_or_else(|| "the grant is no longer valid".into()),
+            reason: reason.unwrap_or("the grant is no longer valid").to_owned(),
         }),
         ConnectionStatus::Revoked => Err(ServiceError::Revoked),
     }
+}
+
+/// The distributed lock's key. It names the grant (workspace, actor, provider), like the
+/// unique key of the row, so that every replica asks for the same lock.
+fn refresh_lock_key(conn: &Connection) -> String {
+    format!(
+        "oauth:refresh:{}:{}:{}:{}",
+        conn.workspace_id.as_str(),
+        conn.actor_type.as_str(),
+        conn.provider.as_str(),
+        conn.actor_id.as_str()
+    )
 }
 
 async fn ensure_usable_or_release(
@@ -993,7 +1158,7 @@ async fn ensure_usable_or_release(
 ) -> Result<(), ServiceError> {
     if let Err(e) = ensure_usable(leased) {
         service.store.release_lease(&leased.id, owner, None).await?;
-        service.cache.put(leased).await;
+        service.cache.put(CachedToken::from(leased)).await;
         return Err(e);
     }
     Ok(())

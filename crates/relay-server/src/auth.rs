@@ -23,6 +23,8 @@ const KEY_PREFIX: &str = "rly_";
 pub struct Caller {
     pub workspace_id: WorkspaceId,
     pub api_key_id: String,
+    /// The key's own limit; `None` uses `[rate_limit] per_minute`.
+    pub rate_limit_per_minute: Option<i64>,
 }
 
 pub struct ApiKeys {
@@ -61,6 +63,7 @@ impl ApiKeys {
                 let caller = Caller {
                     workspace_id: r.workspace_id,
                     api_key_id: r.id,
+                    rate_limit_per_minute: r.rate_limit_per_minute,
                 };
                 self.cache.insert(hash, caller.clone()).await;
                 Ok(caller)
@@ -100,6 +103,12 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // The rate-limit middleware already authenticated this request.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            tracing::Span::current().record("workspace_id", caller.workspace_id.as_str());
+            relay_core::audit::RequestContext::set_current_api_key(&caller.api_key_id);
+            return Ok(caller.clone());
+        }
         let header = parts
             .headers
             .get(AUTHORIZATION)

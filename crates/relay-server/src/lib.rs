@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 mod extract;
 mod middleware;
+pub mod rate_limit;
 pub mod readiness;
 pub mod routes;
 pub mod state;
@@ -29,9 +30,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use state::{AppState, ServerSettings};
+pub use state::{AppParts, AppState, ServerSettings};
 
-use routes::{actions, audit, connections, health, oauth, providers, studio, webhooks};
+use routes::{actions, api_keys, audit, connections, health, oauth, providers, studio, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -45,6 +46,7 @@ use routes::{actions, audit, connections, health, oauth, providers, studio, webh
         (name = "oauth", description = "The connect flow"),
         (name = "connections", description = "Connections and their tokens"),
         (name = "actions", description = "Preview and execute actions; webhook signing secrets"),
+        (name = "api_keys", description = "API keys of the caller's workspace"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]
@@ -91,6 +93,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::get_webhook_secret))
         .routes(routes!(webhooks::rotate_webhook_secret))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(api_keys::update_api_key, api_keys::delete_api_key))
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.
@@ -132,6 +136,7 @@ fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
     let doc = complete(doc);
+    let limits = axum::middleware::from_fn_with_state(state.clone(), rate_limit::enforce);
     let doc_json = doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
     router
         .route(
@@ -151,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(limits)
         .layer(axum::middleware::from_fn(middleware::observe))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(RequestBodyLimitLayer::new(1024 * 1024))

@@ -1,6 +1,7 @@
 //! Handlers, grouped by resource.
 
 pub mod actions;
+pub mod api_keys;
 pub mod audit;
 pub mod connections;
 pub mod health;

@@ -12,10 +12,31 @@ use relay_providers::Catalog;
 use url::Url;
 
 use crate::auth::ApiKeys;
+use crate::rate_limit::RateLimits;
 use crate::readiness::ReadinessCheck;
+use relay_core::coordination::ApiKeyAdmin;
 
+/// The state every handler receives: one `Arc` around [`AppParts`], so that handing it to a
+/// handler (axum clones the state for every request, several times) costs one atomic
+/// increment instead of one per field. Fields are reached through `Deref`: `state.tokens`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+pub struct AppParts {
     pub tokens: Arc<TokenService>,
     pub connect: Arc<ConnectService>,
     pub actions: Arc<ActionService>,
@@ -30,7 +51,9 @@ pub struct AppState {
     /// Reads the audit log for `GET /audit`.
     pub audit_store: Arc<dyn relay_core::audit::AuditStore>,
     /// Checks `/ready` runs besides the database and the key (Redis, breakers, audit writer).
-    pub readiness: Arc<Vec<Arc<dyn ReadinessCheck>>>,
+    pub readiness: Vec<Arc<dyn ReadinessCheck>>,
+    pub rate_limits: Arc<RateLimits>,
+    pub api_key_admin: Arc<dyn ApiKeyAdmin>,
 }
 
 /// Server behaviour that comes from configuration.

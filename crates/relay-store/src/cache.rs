@@ -1,7 +1,7 @@
 //! The in-process connection cache, the default when no Redis is configured.
 //!
-//! Values are whole [`Connection`]s, whose token fields are sealed bytes: nothing in the cache
-//! is a plaintext secret. Entries expire after a time-to-live so that a change made by another
+//! Values are [`CachedToken`]s: the sealed access token and what decides whether it is due;
+//! never the refresh token, never plaintext. Entries expire after a time-to-live so that a change made by another
 //! instance (which cannot invalidate this process's memory) is seen within that time.
 //!
 //! A `put` never replaces a newer version with an older one. Readers that missed the cache and
@@ -13,13 +13,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use moka::future::Cache;
 use moka::ops::compute::Op;
-use relay_core::ports::ConnectionCache;
-use relay_core::{Connection, ConnectionId};
+use relay_core::ConnectionId;
+use relay_core::ports::{CachedToken, ConnectionCache};
 
 /// A bounded, expiring in-memory [`ConnectionCache`].
 #[derive(Clone)]
 pub struct MemoryCache {
-    entries: Cache<ConnectionId, Connection>,
+    entries: Cache<ConnectionId, CachedToken>,
 }
 
 impl std::fmt::Debug for MemoryCache {
@@ -44,17 +44,16 @@ impl MemoryCache {
 
 #[async_trait]
 impl ConnectionCache for MemoryCache {
-    async fn get(&self, id: &ConnectionId) -> Option<Connection> {
+    async fn get(&self, id: &ConnectionId) -> Option<CachedToken> {
         self.entries.get(id).await
     }
 
-    async fn put(&self, conn: &Connection) {
-        let fresh = conn.clone();
+    async fn put(&self, fresh: CachedToken) {
         self.entries
-            .entry(conn.id.clone())
+            .entry(fresh.id.clone())
             .and_compute_with(|current| async move {
                 match current {
-                    // Same version still replaces: lease fields change without a version bump.
+                    // Same version still replaces (an entry is rebuilt from the same row).
                     Some(entry) if entry.value().version > fresh.version => Op::Nop,
                     _ => Op::Put(fresh),
                 }
@@ -71,7 +70,9 @@ impl ConnectionCache for MemoryCache {
 mod tests {
     use super::*;
     use relay_core::clock::Timestamp;
-    use relay_core::{ActorId, ActorType, ConnectionStatus, ProviderName, Scopes, WorkspaceId};
+    use relay_core::{
+        ActorId, ActorType, Connection, ConnectionStatus, ProviderName, Scopes, WorkspaceId,
+    };
 
     fn conn(version: i64) -> Connection {
         Connection {
@@ -101,18 +102,18 @@ mod tests {
     #[tokio::test]
     async fn an_older_version_never_replaces_a_newer_one() {
         let cache = MemoryCache::new(10, Duration::from_secs(60));
-        cache.put(&conn(2)).await;
-        cache.put(&conn(1)).await;
+        cache.put(CachedToken::from(&conn(2))).await;
+        cache.put(CachedToken::from(&conn(1))).await;
         let got = cache.get(&conn(1).id).await.expect("cached");
         assert_eq!(got.version, 2);
 
         let mut leased = conn(2);
-        leased.lease_owner = Some("me".into());
-        cache.put(&leased).await;
+        leased.status_reason = Some("same version, rebuilt".into());
+        cache.put(CachedToken::from(&leased)).await;
         let got = cache.get(&leased.id).await.expect("cached");
-        assert_eq!(got.lease_owner.as_deref(), Some("me"));
+        assert_eq!(got.status_reason.as_deref(), Some("same version, rebuilt"));
 
-        cache.put(&conn(3)).await;
+        cache.put(CachedToken::from(&conn(3))).await;
         assert_eq!(cache.get(&leased.id).await.map(|c| c.version), Some(3));
         cache.invalidate(&leased.id).await;
         assert!(cache.get(&leased.id).await.is_none());

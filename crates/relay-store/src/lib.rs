@@ -20,7 +20,9 @@ mod cache;
 mod error;
 mod postgres;
 mod postgres_actions;
+pub mod redis;
 mod rows;
+mod scale;
 mod sqlite;
 mod sqlite_actions;
 
@@ -135,8 +137,24 @@ impl Database {
         }
     }
 
+    /// The background refresher's claim of due connections, on this database.
+    pub fn due_connections(&self) -> Arc<dyn relay_core::coordination::DueConnections> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.clone(),
+            Backend::Postgres(s) => s.clone(),
+        }
+    }
+
     /// The audit log, as the port the audit writer uses.
     pub fn audit_store(&self) -> Arc<dyn relay_core::audit::AuditStore> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.clone(),
+            Backend::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// API-key management scoped to a workspace, on this database.
+    pub fn api_key_admin(&self) -> Arc<dyn relay_core::coordination::ApiKeyAdmin> {
         match &self.backend {
             Backend::Sqlite(s) => s.clone(),
             Backend::Postgres(s) => s.clone(),
@@ -242,7 +260,7 @@ mod tests {
         assert_eq!(db.kind(), DatabaseKind::Sqlite);
         db.migrate().await.expect("migrates");
         db.store().ping().await.expect("answers");
-        assert_eq!(db.migration_versions(), vec![1, 2, 4]);
+        assert_eq!(db.migration_versions(), vec![1, 2, 3, 4]);
         db.close().await;
     }
 

@@ -29,14 +29,14 @@ pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// Enough for a busy instance; several instances share the server's `max_connections`.
 const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 
-fn err(e: sqlx::Error) -> StoreError {
+pub(crate) fn err(e: sqlx::Error) -> StoreError {
     error::map(Dialect::Postgres, e)
 }
 
 /// The PostgreSQL implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PostgresStore {

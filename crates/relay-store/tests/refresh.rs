@@ -201,6 +201,7 @@ fn policy() -> RefreshPolicy {
         backoff_base: Duration::from_millis(10),
         backoff_max: Duration::from_millis(50),
         lock_poll: Duration::from_millis(10),
+        ..RefreshPolicy::default()
     }
 }
 
@@ -353,7 +354,105 @@ on_every_backend!(
     db a_ciphertext_copied_to_another_row_does_not_open,
     db no_plaintext_token_reaches_the_database,
     db concurrent_lease_races_on_separate_pools_never_error,
+    db the_refresher_step_refreshes_due_leaves_the_rest_and_backs_off,
+    db the_refresher_step_marks_a_dead_grant_and_skips_it_after,
 );
+
+/// The background step on its own: due → refreshed; not due → untouched; a failure →
+/// scheduled again with backoff, status unchanged.
+async fn the_refresher_step_refreshes_due_leaves_the_rest_and_backs_off(t: &TestDb) {
+    let h = Harness::new(t, "").await;
+    let due = t.db.due_connections();
+    let a = h.connect_actor("a").await;
+    h.clock.advance(Duration::from_secs(1000));
+    let b = h.connect_actor("b").await;
+
+    let nothing = h
+        .service
+        .refresh_due(due.as_ref(), h.clock.now(), 10)
+        .await
+        .expect("step");
+    assert_eq!(nothing.claimed, 0, "nothing is due yet");
+    assert_eq!(h.provider.calls(), 0);
+
+    // `a` is due (issued 3300 s ago), `b` is not.
+    h.clock.advance(UNTIL_DUE - Duration::from_secs(1000));
+    let step = h
+        .service
+        .refresh_due(due.as_ref(), h.clock.now(), 10)
+        .await
+        .expect("step");
+    assert_eq!((step.claimed, step.refreshed, step.failed), (1, 1, 0));
+    assert_eq!(h.provider.calls(), 1);
+    let a_row = h.row(&a.id).await;
+    assert_eq!(a_row.version, a.version + 1);
+    assert_eq!(a_row.lease_owner, None);
+    assert_eq!(h.open(&a_row, ACCESS_TOKEN), h.provider.access(1));
+    assert!(
+        a_row.next_refresh_at.expect("scheduled") > h.clock.now().plus(Duration::from_secs(3000))
+    );
+    assert_eq!(h.row(&b.id).await.version, b.version, "b untouched");
+    // A reader now gets the new token without another refresh.
+    assert_eq!(h.token(&a.id).await.expect("token"), h.provider.access(1));
+    assert_eq!(h.provider.calls(), 1);
+
+    // `b` becomes due while the provider fails: backoff, status unchanged.
+    h.clock.advance(Duration::from_secs(1000));
+    h.provider
+        .push(&[Step::Transient, Step::Transient, Step::Transient]);
+    let failed = h
+        .service
+        .refresh_due(due.as_ref(), h.clock.now(), 10)
+        .await
+        .expect("step");
+    assert_eq!((failed.claimed, failed.refreshed, failed.failed), (1, 0, 1));
+    let b_row = h.row(&b.id).await;
+    assert_eq!(b_row.status, ConnectionStatus::Active);
+    assert_eq!(b_row.refresh_failures, 1);
+    assert_eq!(b_row.lease_owner, None);
+    assert_eq!(b_row.version, b.version, "the tokens did not change");
+    let retry_at = b_row.next_refresh_at.expect("retry scheduled");
+    assert!(retry_at > h.clock.now(), "backoff: not retried at once");
+    let again = h
+        .service
+        .refresh_due(due.as_ref(), h.clock.now(), 10)
+        .await
+        .expect("step");
+    assert_eq!(again.claimed, 0, "the backoff is respected");
+    h.clock.advance(h.clock.now().until(retry_at));
+    let retried = h
+        .service
+        .refresh_due(due.as_ref(), h.clock.now(), 10)
+        .await
+        .expect("step");
+    assert_eq!((retried.claimed, retried.refreshed), (1, 1));
+}
+
+async fn the_refresher_step_marks_a_dead_grant_and_skips_it_after(t: &TestDb) {
+    let h = Harness::new(t, "").await;
+    let due = t.db.due_connections();
+    let a = h.connect_actor("a").await;
+    h.clock.advance(UNTIL_DUE);
+    h.provider.push(&[Step::InvalidGrant]);
+    let step = h
+        .service
+        .refresh_due(due.as_ref(), h.clock.now(), 10)
+        .await
+        .expect("step");
+    assert_eq!((step.claimed, step.needs_reauth), (1, 1));
+    assert_eq!(h.row(&a.id).await.status, ConnectionStatus::NeedsReauth);
+    h.clock.advance(Duration::from_secs(10_000));
+    let later = h
+        .service
+        .refresh_due(due.as_ref(), h.clock.now(), 10)
+        .await
+        .expect("step");
+    assert_eq!(
+        later.claimed, 0,
+        "a dead grant is not retried in the background"
+    );
+    assert_eq!(h.provider.calls(), 1);
+}
 
 async fn a_stampede_of_200_callers_makes_one_refresh(t: &TestDb) {
     let h = Harness::new(t, "").await;

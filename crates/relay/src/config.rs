@@ -34,6 +34,12 @@ pub struct FileConfig {
     pub server: ServerConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    #[serde(default)]
+    pub refresher: RefresherConfig,
 }
 
 /// `[actions]`: previews, provider API calls, Drive limits.
@@ -76,6 +82,36 @@ impl Default for ActionsConfig {
             breaker_open_secs: 60,
             in_doubt_after_secs: 120,
             webhook: WebhookConfig::default(),
+        }
+    }
+}
+
+/// `[redis]`: a shared cache, flows, refresh lock and rate limits for several replicas.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `REDIS_URL` overrides it; unset means everything stays in process.
+    pub url: Option<String>,
+    /// Prefix of every key and channel (`REDIS_KEY_PREFIX` overrides it).
+    pub key_prefix: String,
+    pub command_timeout_ms: u64,
+    /// Entries of the in-process tier in front of Redis (0 turns the tier off).
+    pub local_capacity: u64,
+    /// Backstop lifetime of an in-process entry; pub/sub invalidation is the real bound.
+    pub local_ttl_secs: u64,
+    /// Time-to-live of the refresh lock (extended while the provider call runs).
+    pub lock_ttl_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key_prefix: "relay:".into(),
+            command_timeout_ms: 500,
+            local_capacity: 100_000,
+            local_ttl_secs: 30,
+            lock_ttl_ms: 5_000,
         }
     }
 }
@@ -135,6 +171,50 @@ impl Default for AuditConfig {
         Self {
             max_batch: 512,
             queue: 8192,
+        }
+    }
+}
+
+/// `[rate_limit]`: requests per minute per API key, unless the key has its own.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub per_minute: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self { per_minute: 1200 }
+    }
+}
+
+/// `[refresher]`: the background refresher.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefresherConfig {
+    pub enabled: bool,
+    /// Pause between steps that found less than a full batch.
+    pub interval_ms: u64,
+    pub batch: u32,
+    /// Up to this fraction of a token's lifetime is taken off its scheduled refresh, at
+    /// random, so that tokens issued together are refreshed apart.
+    pub jitter_fraction: f64,
+    /// Refresh at least this often even when the access token has no expiry, for providers
+    /// whose refresh tokens die when unused (0 turns it off).
+    pub keepalive_days: u64,
+    /// On shutdown, how long refreshes in flight may take to finish and save.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for RefresherConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 5_000,
+            batch: 50,
+            jitter_fraction: 0.1,
+            keepalive_days: 0,
+            shutdown_grace_secs: 10,
         }
     }
 }
@@ -227,6 +307,9 @@ pub struct Config {
     pub actions: ActionsConfig,
     pub server: ServerConfig,
     pub audit: AuditConfig,
+    pub redis: RedisConfig,
+    pub rate_limit: RateLimitConfig,
+    pub refresher: RefresherConfig,
 }
 
 /// Reads one environment variable, treating empty as unset.
@@ -342,7 +425,26 @@ impl Config {
         if !(0.0..=0.9).contains(&file.refresh.fraction) {
             bail!("refresh.fraction must be between 0 and 0.9");
         }
+        let mut redis = file.redis;
+        if let Some(url) = env("REDIS_URL") {
+            redis.url = Some(url);
+        }
+        if let Some(prefix) = env("REDIS_KEY_PREFIX") {
+            redis.key_prefix = prefix;
+        }
+        if file.rate_limit.per_minute == 0 {
+            bail!("rate_limit.per_minute must be at least 1");
+        }
+        if !(0.0..=0.5).contains(&file.refresher.jitter_fraction) {
+            bail!("refresher.jitter_fraction must be between 0 and 0.5");
+        }
+        if file.refresher.batch == 0 {
+            bail!("refresher.batch must be at least 1");
+        }
         Ok(Self {
+            redis,
+            rate_limit: file.rate_limit,
+            refresher: file.refresher,
             listen,
             data_dir,
             database_url,

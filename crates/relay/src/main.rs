@@ -12,6 +12,12 @@ mod runtime;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: a request allocates dozens of small buffers
+/// (headers, JSON, metric labels), and glibc's malloc took a fifth of the CPU of a token read
+/// under load (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();

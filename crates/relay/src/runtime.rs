@@ -7,15 +7,22 @@ use anyhow::Context;
 use relay_core::actions::{ActionService, ActionSettings};
 use relay_core::audit::{AuditLog, AuditSink, GroupCommit};
 use relay_core::connect::ConnectService;
+use relay_core::coordination::{LocalRateLimiter, RateLimiter};
+use relay_core::ports::ConnectionCache;
 use relay_core::refresh::{RefreshPolicy, TokenService};
+use relay_core::refresher::RefresherSettings;
 use relay_core::{Clock, SystemClock};
 use relay_providers::Catalog;
 use relay_providers::actions::{
     ActionRetryPolicy, Cidr, ExecutorSettings, ProviderActions, WebhookSettings,
 };
 use relay_server::auth::ApiKeys;
-use relay_server::readiness::AuditWriterCheck;
-use relay_server::{AppState, ServerSettings};
+use relay_server::rate_limit::RateLimits;
+use relay_server::readiness::{AuditWriterCheck, CHECK_TIMEOUT, CheckResult, ReadinessCheck};
+use relay_server::{AppParts, AppState, ServerSettings};
+use relay_store::redis::{
+    Redis, RedisCache, RedisFlows, RedisLocks, RedisRateLimiter, RedisSettings,
+};
 use relay_store::{Database, MemoryCache};
 use tracing::info;
 use url::Url;
@@ -126,10 +133,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let catalog = Arc::new(
         Catalog::new(http, config.providers.clone()).context("invalid provider configuration")?,
     );
-    let cache = Arc::new(MemoryCache::new(
-        config.cache.capacity,
-        Duration::from_secs(config.cache.ttl_secs),
-    ));
+    let redis = match &config.redis.url {
+        Some(url) => {
+            let settings = RedisSettings {
+                url: url.clone(),
+                key_prefix: config.redis.key_prefix.clone(),
+                command_timeout: Duration::from_millis(config.redis.command_timeout_ms.max(1)),
+                cool_down: Duration::from_secs(1),
+            };
+            let redis = Redis::open(&settings).context("REDIS_URL is not a valid Redis URL")?;
+            info!(key_prefix = %config.redis.key_prefix, "redis configured: shared cache, flows, refresh lock and rate limits");
+            Some(redis)
+        }
+        None => None,
+    };
+    let cache: Arc<dyn ConnectionCache> = match &redis {
+        Some(r) => RedisCache::new(
+            r.clone(),
+            clock.clone(),
+            config.redis.local_capacity,
+            Duration::from_secs(config.redis.local_ttl_secs.max(1)),
+        ),
+        None => Arc::new(MemoryCache::new(
+            config.cache.capacity,
+            Duration::from_secs(config.cache.ttl_secs),
+        )),
+    };
     let r = &config.refresh;
     let policy = RefreshPolicy {
         min_remaining: Duration::from_secs(r.min_remaining_secs),
@@ -140,6 +169,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         backoff_base: Duration::from_millis(r.backoff_base_ms),
         backoff_max: Duration::from_millis(r.backoff_max_ms),
         lock_poll: Duration::from_millis(50),
+        jitter_fraction: config.refresher.jitter_fraction,
+        keepalive: (config.refresher.keepalive_days > 0)
+            .then(|| Duration::from_secs(config.refresher.keepalive_days * 86_400)),
+        lock_ttl: Duration::from_millis(config.redis.lock_ttl_ms.max(100)),
     };
     let audit_log = AuditLog::spawn(
         db.audit_store(),
@@ -149,17 +182,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
     );
     let audit: Arc<dyn AuditSink> = Arc::new(audit_log.clone());
-    let tokens = Arc::new(
-        TokenService::new(
-            store.clone(),
-            cache,
-            catalog.clone(),
-            keyring.clone(),
-            clock.clone(),
-            policy,
-        )
-        .with_audit(audit.clone()),
-    );
+    let mut tokens = TokenService::new(
+        store.clone(),
+        cache,
+        catalog.clone(),
+        keyring.clone(),
+        clock.clone(),
+        policy,
+    )
+    .with_audit(audit.clone());
+    if let Some(r) = &redis {
+        tokens = tokens.with_locks(Arc::new(RedisLocks::new(r.clone())));
+    }
+    let tokens = Arc::new(tokens);
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
         .await
@@ -170,7 +205,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
     Url::parse(&public_base_url).context("RELAY_PUBLIC_BASE_URL must be an absolute URL")?;
-    let connect = Arc::new(ConnectService::new(
+    let mut connect = ConnectService::new(
         store.clone(),
         catalog.clone(),
         tokens.clone(),
@@ -178,7 +213,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         clock.clone(),
         &public_base_url,
         Duration::from_secs(config.oauth.flow_ttl_secs),
-    ));
+    );
+    if let Some(r) = &redis {
+        connect = connect.with_flows(Arc::new(RedisFlows::new(
+            r.clone(),
+            store.clone(),
+            clock.clone(),
+        )));
+    }
+    let connect = Arc::new(connect);
+    let local_limits = Arc::new(LocalRateLimiter::new(clock.clone()));
+    let limiter: Arc<dyn RateLimiter> = match &redis {
+        Some(r) => Arc::new(RedisRateLimiter::new(r.clone(), local_limits)),
+        None => local_limits,
+    };
+    let readiness: Vec<Arc<dyn ReadinessCheck>> = redis
+        .iter()
+        .map(|r| Arc::new(RedisReadiness(r.clone())) as Arc<dyn ReadinessCheck>)
+        .collect();
     let return_to_allow = config
         .oauth
         .return_to_allow
@@ -215,8 +267,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .map(|b| (b.provider, b.state))
         .collect();
     relay_server::telemetry::describe_actions(&action_series, &breakers);
-    let state = AppState {
-        tokens,
+    let state = AppState::new(AppParts {
+        tokens: tokens.clone(),
         connect,
         actions: actions.clone(),
         store: store.clone(),
@@ -234,8 +286,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics,
         audit,
         audit_store: db.audit_store(),
-        readiness: Arc::new(vec![Arc::new(AuditWriterCheck(audit_log)) as _]),
-    };
+        readiness: {
+            let mut checks = readiness;
+            checks.push(Arc::new(AuditWriterCheck(audit_log)) as _);
+            checks
+        },
+        rate_limits: Arc::new(RateLimits {
+            limiter,
+            default_per_minute: config.rate_limit.per_minute,
+        }),
+        api_key_admin: db.api_key_admin(),
+    });
 
     let janitor = tokio::spawn(purge_expired_flows(store.clone(), clock.clone()));
     let preview_janitor = tokio::spawn(purge_expired_previews(actions, clock.clone()));
@@ -279,13 +340,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         public_base_url = %public_base_url,
         "relay listening on http://{local}"
     );
+    let (stop_refresher, stop_rx) = tokio::sync::watch::channel(false);
+    let refresher = config.refresher.enabled.then(|| {
+        tokio::spawn(relay_core::refresher::run(
+            tokens.clone(),
+            db.due_connections(),
+            clock.clone(),
+            RefresherSettings {
+                interval: Duration::from_millis(config.refresher.interval_ms.max(100)),
+                batch: config.refresher.batch,
+            },
+            stop_rx,
+        ))
+    });
     // After SIGTERM, requests in flight (and the refreshes they wait on) get the grace period;
-    // then the process exits anyway.
+    // then the process exits anyway. The background refresher stops claiming at once; its
+    // refreshes in flight finish and save, so a rotated refresh token is never lost.
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown_signal().await;
         let _ = stopping_tx.send(true);
+        let _ = stop_refresher.send(true);
     };
     let grace_over = async move {
         let _ = stopping.wait_for(|s| *s).await;
@@ -301,6 +377,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 "shutdown grace period over; exiting with requests still in flight"
             );
             return Ok(());
+        }
+    }
+    if let Some(task) = refresher {
+        let grace = Duration::from_secs(config.refresher.shutdown_grace_secs);
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "background refreshes did not finish within the grace period; their leases expire on their own"
+            );
         }
     }
     janitor.abort();
@@ -426,4 +511,30 @@ async fn shutdown_signal() {
         () = term => {},
     }
     info!("shutdown requested; finishing requests in flight");
+}
+
+/// `/ready` reports Redis when it is configured.
+struct RedisReadiness(Redis);
+
+#[async_trait::async_trait]
+impl ReadinessCheck for RedisReadiness {
+    fn name(&self) -> String {
+        "redis".to_owned()
+    }
+
+    /// Redis is required when configured: without it this replica's limits and cache
+    /// diverge from the others' (reads still work, from the database).
+    fn required(&self) -> bool {
+        true
+    }
+
+    async fn check(&self) -> CheckResult {
+        match self.0.ping(CHECK_TIMEOUT).await {
+            Ok(()) => CheckResult::ok(),
+            Err(relay_store::redis::RedisError::Timeout) => {
+                CheckResult::failed("redis did not answer within 2 s")
+            }
+            Err(_) => CheckResult::failed("redis unavailable"),
+        }
+    }
 }

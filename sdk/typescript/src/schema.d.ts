@@ -61,6 +61,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The API keys of the caller's workspace (revoked ones included, marked). */
+        get: operations["list_api_keys"];
+        put?: never;
+        /** Create an API key in the caller's workspace. */
+        post: operations["create_api_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api-keys/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Revoke a key; every replica refuses it within 5 seconds. */
+        delete: operations["delete_api_key"];
+        options?: never;
+        head?: never;
+        /** Change a key's rate limit. */
+        patch: operations["update_api_key"];
+        trace?: never;
+    };
     "/audit": {
         parameters: {
             query?: never;
@@ -306,6 +342,21 @@ export interface components {
             /** @description `read`, `write` or `send`. */
             side_effect: string;
         };
+        ApiKeyList: {
+            api_keys: components["schemas"]["ApiKeyView"][];
+        };
+        /** @description An API key's public view; never the secret. */
+        ApiKeyView: {
+            created_at: string;
+            id: string;
+            /**
+             * Format: int64
+             * @description Requests per minute; `null` means the configured default.
+             */
+            rate_limit_per_minute?: number | null;
+            revoked_at?: string | null;
+            workspace_id: string;
+        };
         AuditPage: {
             /** @description Pass as `cursor` for the next (older) page; absent on the last page. */
             next_cursor?: string | null;
@@ -372,6 +423,17 @@ export interface components {
             status_reason?: string | null;
             token_type: string;
             updated_at: string;
+        };
+        CreateApiKey: {
+            /**
+             * Format: int64
+             * @description Requests per minute for this key; omit for the configured default.
+             */
+            rate_limit_per_minute?: number | null;
+        };
+        /** @description A created key: the only time its secret is shown. */
+        CreatedApiKey: components["schemas"]["ApiKeyView"] & {
+            secret: string;
         };
         DeletionView: {
             deleted: boolean;
@@ -480,6 +542,13 @@ export interface components {
             expires_at?: string | null;
             scopes: string[];
             token_type: string;
+        };
+        UpdateApiKey: {
+            /**
+             * Format: int64
+             * @description Requests per minute; `null` returns the key to the configured default.
+             */
+            rate_limit_per_minute?: number | null;
         };
         WebhookSecret: {
             /** @description `whsec_` followed by the base64 key; verify `webhook-signature` with it. */
@@ -699,6 +768,175 @@ export interface operations {
                 };
             };
             /** @description validation_error, destination_blocked */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    list_api_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKeyList"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    create_api_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateApiKey"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedApiKey"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    delete_api_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    update_api_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateApiKey"];
+            };
+        };
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Unprocessable Entity */
             422: {
                 headers: {
                     [name: string]: unknown;

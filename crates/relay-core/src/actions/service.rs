@@ -241,7 +241,7 @@ impl ActionService {
         };
         match reference {
             ConnectionRef::Id(id) => match self.tokens.connection(workspace, id).await {
-                Ok((conn, _)) => Ok(conn),
+                Ok(conn) => Ok(conn),
                 Err(ServiceError::NotFound(_)) => Err(missing()),
                 Err(e) => Err(e.into()),
             },

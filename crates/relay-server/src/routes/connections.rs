@@ -135,7 +135,7 @@ pub async fn get_connection(
     Path(id): Path<String>,
 ) -> Result<axum::Json<ConnectionView>, ApiError> {
     let id = parse_connection_id(&id)?;
-    let (conn, _) = state.tokens.connection(&caller.workspace_id, &id).await?;
+    let conn = state.tokens.connection(&caller.workspace_id, &id).await?;
     Ok(axum::Json(ConnectionView::from(&conn)))
 }
 
@@ -344,7 +344,7 @@ pub async fn get_connection_token(
             // A refused read of an existing connection is recorded too (best effort: the
             // caller gets the original error either way).
             let read = match state.tokens.connection(&caller.workspace_id, &id).await {
-                Ok((conn, _)) => read.connection(&conn),
+                Ok(conn) => read.connection(&conn),
                 Err(_) => read,
             };
             if !matches!(e, ServiceError::NotFound(_) | ServiceError::Audit(_))
@@ -396,7 +396,7 @@ pub async fn delete_connection(
     Path(id): Path<String>,
 ) -> Result<axum::Json<DeletionView>, ApiError> {
     let id = parse_connection_id(&id)?;
-    let (conn, _) = state.tokens.connection(&caller.workspace_id, &id).await?;
+    let conn = state.tokens.connection(&caller.workspace_id, &id).await?;
     let d = state.tokens.delete(&caller.workspace_id, &id).await?;
     let detail = match (&d.revoked, &d.revocation_note) {
         (true, _) => "revoked at the provider".to_owned(),

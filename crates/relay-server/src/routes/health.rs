@@ -1,6 +1,7 @@
 //! Liveness and readiness. `/health` answers while the process runs; `/ready` says whether
 //! this instance can serve: the database answers (2 s budget), the encryption key is loaded,
-//! and every required [`crate::readiness::ReadinessCheck`] passes.
+//! and every required [`crate::readiness::ReadinessCheck`] passes (Redis when configured, the
+//! audit writer).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -111,6 +112,9 @@ async fn evaluate(state: &AppState) -> (bool, BTreeMap<String, Check>) {
     let mut ready = checks.values().all(|c| c.ok);
     for check in state.readiness.iter() {
         let result = crate::readiness::run(check).await;
+        if !result.ok {
+            tracing::warn!(check = %check.name(), detail = ?result.detail, "readiness check failed");
+        }
         if check.required() && !result.ok {
             ready = false;
         }

@@ -190,6 +190,23 @@ impl RelayOptions {
         )
     }
 
+    /// `relay api-key create --rate-limit N`, returning the key.
+    pub async fn create_limited_api_key(&self, workspace: &str, per_minute: u32) -> String {
+        let n = per_minute.to_string();
+        let (ok, stdout, stderr) = self
+            .run(&[
+                "api-key",
+                "create",
+                "--workspace",
+                workspace,
+                "--rate-limit",
+                &n,
+            ])
+            .await;
+        assert!(ok, "api-key create failed: {stderr}");
+        stdout.lines().last().expect("a key line").trim().to_owned()
+    }
+
     /// `relay api-key create`, returning the key (the last line of stdout).
     pub async fn create_api_key(&self, workspace: &str) -> String {
         let (ok, stdout, stderr) = self
@@ -352,5 +369,111 @@ pub fn provider_toml(name: &str, kind: &str, issuer: &str, extra: &str) -> Strin
     )
 }
 
-/// Refresh settings that keep tests fast: short lease and timeouts, millisecond backoff.
-pub const FAST_REFRESH: &str = "[refresh]\nlease_secs = 5\nprovider_timeout_ms = 2000\nattempts = 3\nbackoff_base_ms = 20\nbackoff_max_ms = 100\n";
+/// Refresh settings that keep tests fast: short lease and timeouts, millisecond backoff. The
+/// background refresher is off, so that these read-path tests count only the refreshes their
+/// reads cause; tests/replicas.rs covers the refresher.
+pub const FAST_REFRESH: &str = "[refresher]\nenabled = false\n[refresh]\nlease_secs = 5\nprovider_timeout_ms = 2000\nattempts = 3\nbackoff_base_ms = 20\nbackoff_max_ms = 100\n";
+
+/// The shared test Redis (`RELAY_TEST_REDIS_URL`), or `None` (skip) outside CI when it does
+/// not answer; under `CI=true` an unreachable Redis fails the test.
+pub async fn redis_url() -> Option<String> {
+    let url =
+        std::env::var("RELAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let addr = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned();
+    if redis_ping(&addr).await {
+        return Some(url);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("Redis is required under CI=true but {addr} does not answer PING");
+    }
+    eprintln!("skipping: Redis unreachable at {addr}");
+    None
+}
+
+/// Sends `PING` over a raw connection; true on `+PONG`.
+pub async fn redis_ping(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).await.ok()?;
+        Some(buf[..n].starts_with(b"+PONG"))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// A private `redis-server` on a free loopback port, for tests that stop Redis (the shared
+/// one serves other tests). Killed on drop.
+pub struct PrivateRedis {
+    child: Option<std::process::Child>,
+    pub port: u16,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Option<PrivateRedis> {
+        let port = free_port();
+        let child = match std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("redis-server is required under CI=true: {e}");
+                }
+                eprintln!("skipping: cannot start redis-server: {e}");
+                return None;
+            }
+        };
+        let r = PrivateRedis {
+            child: Some(child),
+            port,
+        };
+        for _ in 0..100 {
+            if redis_ping(&format!("127.0.0.1:{port}")).await {
+                return Some(r);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("a private redis-server did not start on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL): Redis is down from here on.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

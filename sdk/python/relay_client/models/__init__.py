@@ -3,12 +3,16 @@
 from .action_list import ActionList
 from .action_view import ActionView
 from .action_view_params_schema import ActionViewParamsSchema
+from .api_key_list import ApiKeyList
+from .api_key_view import ApiKeyView
 from .audit_page import AuditPage
 from .audit_record_view import AuditRecordView
 from .authorize_response import AuthorizeResponse
 from .check import Check
 from .connection_list import ConnectionList
 from .connection_view import ConnectionView
+from .create_api_key import CreateApiKey
+from .created_api_key import CreatedApiKey
 from .deletion_view import DeletionView
 from .error_body import ErrorBody
 from .error_envelope import ErrorEnvelope
@@ -28,18 +32,23 @@ from .readiness import Readiness
 from .readiness_checks import ReadinessChecks
 from .rotated_webhook_secret import RotatedWebhookSecret
 from .token_view import TokenView
+from .update_api_key import UpdateApiKey
 from .webhook_secret import WebhookSecret
 
 __all__ = (
     "ActionList",
     "ActionView",
     "ActionViewParamsSchema",
+    "ApiKeyList",
+    "ApiKeyView",
     "AuditPage",
     "AuditRecordView",
     "AuthorizeResponse",
     "Check",
     "ConnectionList",
     "ConnectionView",
+    "CreateApiKey",
+    "CreatedApiKey",
     "DeletionView",
     "ErrorBody",
     "ErrorEnvelope",
@@ -59,5 +68,6 @@ __all__ = (
     "ReadinessChecks",
     "RotatedWebhookSecret",
     "TokenView",
+    "UpdateApiKey",
     "WebhookSecret",
 )

@@ -1,0 +1,94 @@
+//! Per-API-key rate limits, enforced after authentication and before any handler.
+//!
+//! The middleware authenticates the caller (from the per-process key cache, so no database
+//! query per request), asks the limiter (Redis, shared by every replica, or in-process), and
+//! hands the caller on in the request's extensions so the handler does not check again.
+//! Every limited response carries the IETF draft `RateLimit-Limit`, `RateLimit-Remaining` and
+//! `RateLimit-Reset` headers; a refusal is 429 `rate_limited` with `Retry-After`.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use relay_core::coordination::{RateDecision, RateLimiter};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The limiter and the limit of keys that have none of their own.
+pub struct RateLimits {
+    pub limiter: Arc<dyn RateLimiter>,
+    /// `[rate_limit] per_minute`.
+    pub default_per_minute: u32,
+}
+
+pub(crate) async fn enforce(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(presented) = bearer(req.headers()) else {
+        return next.run(req).await;
+    };
+    // An invalid key is left to the handler's extractor, which answers 401 in the envelope.
+    let Ok(caller) = state.api_keys.authenticate(presented).await else {
+        return next.run(req).await;
+    };
+    let per_minute = caller
+        .rate_limit_per_minute
+        .and_then(|l| u32::try_from(l).ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(state.rate_limits.default_per_minute);
+    let decision = state
+        .rate_limits
+        .limiter
+        .check(&caller.api_key_id, per_minute)
+        .await;
+    if !decision.allowed {
+        metrics::counter!("rate_limit_rejections_total").increment(1);
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("this API key is limited to {per_minute} requests per minute"),
+        );
+        err.retry_after = Some(decision.retry_after);
+        let mut resp = err.into_response();
+        // Retry-After in whole seconds, rounded up: retrying earlier is refused again.
+        set(
+            resp.headers_mut(),
+            "retry-after",
+            ceil_secs(decision.retry_after),
+        );
+        add_headers(resp.headers_mut(), &decision);
+        return resp;
+    }
+    req.extensions_mut().insert(caller);
+    let mut resp = next.run(req).await;
+    add_headers(resp.headers_mut(), &decision);
+    resp
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_millis().div_ceil(1000).try_into().unwrap_or(u64::MAX)
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: u64) {
+    headers.insert(name, HeaderValue::from(value));
+}
+
+fn add_headers(headers: &mut HeaderMap, d: &RateDecision) {
+    set(headers, "ratelimit-limit", u64::from(d.limit));
+    set(headers, "ratelimit-remaining", u64::from(d.remaining));
+    set(headers, "ratelimit-reset", ceil_secs(d.reset_after));
+}

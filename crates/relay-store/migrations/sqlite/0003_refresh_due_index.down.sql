@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS connections_next_refresh_idx;
