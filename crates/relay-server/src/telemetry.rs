@@ -180,3 +180,40 @@ pub fn describe_actions(actions: &[(&str, &str)], breakers: &[(String, &str)]) {
         metrics::gauge!("circuit_breaker_state", "provider" => provider.clone()).set(value);
     }
 }
+
+/// Operations that count in `redis_fallbacks_total` (the Redis adapters' call sites).
+const REDIS_OPERATIONS: [&str; 9] = [
+    "cache_get",
+    "cache_put",
+    "cache_invalidate",
+    "flow_insert",
+    "flow_take",
+    "lock_acquire",
+    "lock_extend",
+    "lock_release",
+    "rate_limit",
+];
+
+/// Describes the scale-out metrics (rate limits, Redis fallbacks, the background refresher) and
+/// registers their series at zero.
+pub fn describe_scale_out() {
+    describe_counter!(
+        "rate_limit_rejections_total",
+        "Requests refused with 429 because their API key was over its limit"
+    );
+    describe_counter!(
+        "redis_fallbacks_total",
+        "Redis operations that failed and were served from the database or the process instead"
+    );
+    describe_counter!(
+        "background_refresh_total",
+        "Background refresher results: refreshed, failed (retried later), needs_reauth, claim_failed"
+    );
+    metrics::counter!("rate_limit_rejections_total").increment(0);
+    for operation in REDIS_OPERATIONS {
+        metrics::counter!("redis_fallbacks_total", "operation" => operation).increment(0);
+    }
+    for outcome in ["refreshed", "failed", "needs_reauth", "claim_failed"] {
+        metrics::counter!("background_refresh_total", "outcome" => outcome).increment(0);
+    }
+}

@@ -34,6 +34,18 @@ const INSERT_MANY_PG: &str = "INSERT INTO audit_log (workspace_id, seq, at, acti
      hash) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
      $13::text[], $14::text[])";
+/// PostgreSQL's steady-state append: one statement that advances the workspace's head only if
+/// it is still the one this process last wrote (compare-and-swap on seq and hash) and inserts
+/// the batch only if it did. One round trip and one implicit transaction, instead of
+/// BEGIN / lock head / insert / advance / COMMIT; a writer on another replica that moved the
+/// head makes it insert nothing, and the batch then takes the locking path.
+const APPEND_IF_HEAD_PG: &str = "WITH advanced AS (UPDATE audit_heads SET seq = $15, hash = $16 \
+     WHERE workspace_id = $17 AND seq = $18 AND hash = $19 RETURNING 1) \
+     INSERT INTO audit_log (workspace_id, seq, at, action, outcome, \
+     api_key_id, actor_id, connection_id, provider, request_id, client_addr, detail, prev_hash, \
+     hash) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+     $13::text[], $14::text[]) WHERE EXISTS (SELECT 1 FROM advanced)";
 const LIST: &str = "SELECT workspace_id, seq, at, action, outcome, api_key_id, actor_id, \
      connection_id, provider, request_id, client_addr, detail, prev_hash, hash FROM audit_log \
      WHERE workspace_id = $1 \
@@ -282,13 +294,75 @@ impl AuditStore for SqliteStore {
     }
 }
 
-#[async_trait]
-impl AuditStore for PostgresStore {
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>, StoreError> {
-        let err = |e| error::map(Dialect::Postgres, e);
-        if events.is_empty() {
-            return Ok(Vec::new());
+impl PostgresStore {
+    /// Binds a batch's columns as arrays, for `INSERT_MANY_PG` and `APPEND_IF_HEAD_PG`.
+    fn bind_batch<'q>(
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        records: &[AuditRecord],
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let col = |f: fn(&AuditRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
+        query
+            .bind(col(|r| Some(r.event.workspace_id.as_str().to_owned())))
+            .bind(records.iter().map(|r| r.seq).collect::<Vec<i64>>())
+            .bind(records.iter().map(|r| r.event.at.0).collect::<Vec<i64>>())
+            .bind(col(|r| Some(r.event.action.as_str().to_owned())))
+            .bind(col(|r| Some(r.event.outcome.as_str().to_owned())))
+            .bind(col(|r| r.event.api_key_id.clone()))
+            .bind(col(|r| r.event.actor_id.clone()))
+            .bind(col(|r| r.event.connection_id.clone()))
+            .bind(col(|r| r.event.provider.clone()))
+            .bind(col(|r| r.event.request_id.clone()))
+            .bind(col(|r| r.event.client_addr.clone()))
+            .bind(col(|r| r.event.detail.clone()))
+            .bind(col(|r| Some(r.prev_hash.clone())))
+            .bind(col(|r| Some(r.hash.clone())))
+    }
+
+    fn cached_head(&self, ws: &str) -> Option<AuditHead> {
+        self.audit_heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ws)
+            .cloned()
+    }
+
+    fn remember_heads(&self, heads: BTreeMap<String, AuditHead>) {
+        let mut cache = self.audit_heads.lock().unwrap_or_else(|p| p.into_inner());
+        cache.extend(heads);
+    }
+
+    /// The steady state: one workspace whose head this process wrote last. `None` when the
+    /// head moved (another writer) and the batch must take the locking path.
+    async fn append_at_known_head(
+        &self,
+        ws: &str,
+        head: AuditHead,
+        events: &[AuditEvent],
+    ) -> Result<Option<Vec<AuditRecord>>, StoreError> {
+        let (records, heads) = chain(BTreeMap::from([(ws.to_owned(), head.clone())]), events);
+        let Some(next) = heads.get(ws) else {
+            return Ok(None);
+        };
+        let inserted = Self::bind_batch(sqlx::query(APPEND_IF_HEAD_PG), &records)
+            .bind(next.seq)
+            .bind(next.hash.clone())
+            .bind(ws.to_owned())
+            .bind(head.seq)
+            .bind(head.hash)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| error::map(Dialect::Postgres, e))?
+            .rows_affected();
+        if inserted as usize != records.len() {
+            return Ok(None);
         }
+        self.remember_heads(heads);
+        Ok(Some(records))
+    }
+
+    /// The general case: lock each workspace's head in a transaction, insert, advance.
+    async fn append_locking(&self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>, StoreError> {
+        let err = |e| error::map(Dialect::Postgres, e);
         let mut tx = self.pool().begin().await.map_err(err)?;
         let mut heads = BTreeMap::new();
         // Workspaces in id order: two batches lock shared heads in the same order.
@@ -308,36 +382,39 @@ impl AuditStore for PostgresStore {
             );
         }
         let (records, heads) = chain(heads, events);
-        let col = |f: fn(&AuditRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(INSERT_MANY_PG)
-            .bind(col(|r| Some(r.event.workspace_id.as_str().to_owned())))
-            .bind(records.iter().map(|r| r.seq).collect::<Vec<i64>>())
-            .bind(records.iter().map(|r| r.event.at.0).collect::<Vec<i64>>())
-            .bind(col(|r| Some(r.event.action.as_str().to_owned())))
-            .bind(col(|r| Some(r.event.outcome.as_str().to_owned())))
-            .bind(col(|r| r.event.api_key_id.clone()))
-            .bind(col(|r| r.event.actor_id.clone()))
-            .bind(col(|r| r.event.connection_id.clone()))
-            .bind(col(|r| r.event.provider.clone()))
-            .bind(col(|r| r.event.request_id.clone()))
-            .bind(col(|r| r.event.client_addr.clone()))
-            .bind(col(|r| r.event.detail.clone()))
-            .bind(col(|r| Some(r.prev_hash.clone())))
-            .bind(col(|r| Some(r.hash.clone())))
+        Self::bind_batch(sqlx::query(INSERT_MANY_PG), &records)
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        for (ws, head) in heads {
+        for (ws, head) in &heads {
             sqlx::query(ADVANCE_HEAD)
                 .bind(head.seq)
-                .bind(head.hash)
-                .bind(ws)
+                .bind(head.hash.clone())
+                .bind(ws.clone())
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;
         }
         tx.commit().await.map_err(err)?;
+        self.remember_heads(heads);
         Ok(records)
+    }
+}
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ws = workspaces(events);
+        if let [only] = ws.as_slice()
+            && let Some(head) = self.cached_head(only)
+            && let Some(records) = self.append_at_known_head(only, head, events).await?
+        {
+            return Ok(records);
+        }
+        self.append_locking(events).await
     }
 
     async fn list_audit(

@@ -37,6 +37,11 @@ pub(crate) fn err(e: sqlx::Error) -> StoreError {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pub(crate) pool: PgPool,
+    /// The last audit head this process wrote per workspace, so that the next batch is one
+    /// compare-and-swap statement instead of a locking transaction (see `audit.rs`).
+    pub(crate) audit_heads: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, relay_core::audit::AuditHead>>,
+    >,
 }
 
 impl PostgresStore {
@@ -53,12 +58,15 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(err)?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Wraps a pool opened elsewhere (its options are the caller's responsibility).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            audit_heads: Default::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

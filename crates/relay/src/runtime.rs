@@ -255,6 +255,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let provider_names: Vec<_> = catalog.infos().into_iter().map(|i| i.name).collect();
     relay_server::telemetry::describe(&provider_names);
+    relay_server::telemetry::describe_scale_out();
     let action_series: Vec<(&str, &str)> = actions
         .descriptors()
         .iter()
