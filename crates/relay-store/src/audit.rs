@@ -25,9 +25,6 @@ use crate::{PostgresStore, SqliteStore};
 const LOCK_HEAD: &str = "INSERT INTO audit_heads (workspace_id, seq, hash) VALUES ($1, 0, $2) \
      ON CONFLICT (workspace_id) DO UPDATE SET seq = audit_heads.seq RETURNING seq, hash";
 const ADVANCE_HEAD: &str = "UPDATE audit_heads SET seq = $1, hash = $2 WHERE workspace_id = $3";
-const INSERT_ONE: &str = "INSERT INTO audit_log (workspace_id, seq, at, action, outcome, \
-     api_key_id, actor_id, connection_id, provider, request_id, client_addr, detail, prev_hash, \
-     hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 /// PostgreSQL inserts a whole batch in one statement, one array per column.
 const INSERT_MANY_PG: &str = "INSERT INTO audit_log (workspace_id, seq, at, action, outcome, \
      api_key_id, actor_id, connection_id, provider, request_id, client_addr, detail, prev_hash, \
@@ -238,26 +235,33 @@ impl AuditStore for SqliteStore {
             );
         }
         let (records, heads) = chain(heads, events);
-        for r in &records {
-            let e = &r.event;
-            sqlx::query(INSERT_ONE)
-                .bind(e.workspace_id.as_str().to_owned())
-                .bind(r.seq)
-                .bind(e.at.0)
-                .bind(e.action.as_str())
-                .bind(e.outcome.as_str())
-                .bind(e.api_key_id.clone())
-                .bind(e.actor_id.clone())
-                .bind(e.connection_id.clone())
-                .bind(e.provider.clone())
-                .bind(e.request_id.clone())
-                .bind(e.client_addr.clone())
-                .bind(e.detail.clone())
-                .bind(r.prev_hash.clone())
-                .bind(r.hash.clone())
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
+        // Multi-row inserts: one statement per chunk instead of one per record (each statement
+        // is a round trip to sqlx's SQLite worker thread). 64 rows × 14 columns stays far below
+        // SQLite's bound-parameter limit.
+        for chunk in records.chunks(64) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO audit_log (workspace_id, seq, at, action, outcome, api_key_id, \
+                 actor_id, connection_id, provider, request_id, client_addr, detail, prev_hash, \
+                 hash) ",
+            );
+            insert.push_values(chunk, |mut row, r| {
+                let e = &r.event;
+                row.push_bind(e.workspace_id.as_str().to_owned())
+                    .push_bind(r.seq)
+                    .push_bind(e.at.0)
+                    .push_bind(e.action.as_str())
+                    .push_bind(e.outcome.as_str())
+                    .push_bind(e.api_key_id.clone())
+                    .push_bind(e.actor_id.clone())
+                    .push_bind(e.connection_id.clone())
+                    .push_bind(e.provider.clone())
+                    .push_bind(e.request_id.clone())
+                    .push_bind(e.client_addr.clone())
+                    .push_bind(e.detail.clone())
+                    .push_bind(r.prev_hash.clone())
+                    .push_bind(r.hash.clone());
+            });
+            insert.build().execute(&mut *tx).await.map_err(err)?;
         }
         for (ws, head) in heads {
             sqlx::query(ADVANCE_HEAD)
