@@ -192,6 +192,37 @@ async fn concurrent_writers_in_two_processes_never_fork_a_chain(t: &TestDb) {
     second.close().await;
 }
 
+/// Two processes' group-commit writers append to one workspace at once: every record is
+/// stored once, in one unbroken chain, although their batches race each other's
+/// compare-and-swap on the head (PostgreSQL) and take the locking path when they lose.
+async fn group_commits_of_two_processes_keep_one_chain(t: &TestDb) {
+    let second = t.open_again().await;
+    let logs = [
+        Arc::new(AuditLog::spawn(t.db.audit_store(), GroupCommit::default())),
+        Arc::new(AuditLog::spawn(
+            second.audit_store(),
+            GroupCommit::default(),
+        )),
+    ];
+    let mut calls = Vec::new();
+    for n in 0..600i64 {
+        let log = logs[(n % 2) as usize].clone();
+        calls.push(tokio::spawn(async move {
+            log.record(event("ws_pipe", n, AuditAction::TokenRead))
+                .await
+        }));
+    }
+    for c in calls {
+        c.await.expect("task").expect("stored");
+    }
+    let report = audit::verify(t.db.audit_store().as_ref(), None)
+        .await
+        .expect("verify");
+    assert_eq!(report.broken, None, "{report:?}");
+    assert_eq!(report.records, 600);
+    second.close().await;
+}
+
 async fn tampering_is_found_at_the_first_broken_record(t: &TestDb) {
     let store = t.db.audit_store();
     let events: Vec<_> = (1..=6)
@@ -367,6 +398,7 @@ on_every_backend!(
     db connections_are_counted_by_provider_and_status,
     db records_chain_per_workspace_and_filter,
     db concurrent_writers_in_two_processes_never_fork_a_chain,
+    db group_commits_of_two_processes_keep_one_chain,
     db tampering_is_found_at_the_first_broken_record,
     db group_commit_stores_every_record_or_fails_its_caller,
 );
