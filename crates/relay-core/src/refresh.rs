@@ -347,8 +347,21 @@ impl TokenService {
             return self.issue_entry(&entry, path);
         }
         let provider = entry.provider.clone();
+        // A forced refresh joins only a refresh that finishes after it was asked for. A cached
+        // entry can lag behind another replica's earlier refresh (the in-process tier learns
+        // of it by pub/sub), so the version to compare with comes from the row itself.
+        let seen_version = if req.force_refresh {
+            self.store
+                .get_connection(id)
+                .await?
+                .filter(|c| &c.workspace_id == workspace)
+                .ok_or(ServiceError::NotFound("connection"))?
+                .version
+        } else {
+            entry.version
+        };
         let issued = self
-            .refresh_single_flight(&entry.id, entry.version, req)
+            .refresh_single_flight(&entry.id, seen_version, req)
             .await?;
         let result = if issued.path == ReadPath::Refreshed {
             "performed"
