@@ -53,8 +53,87 @@ async function loadProviders() {
   return providers.length;
 }
 
+let actions = [];
+let connections = [];
+let previewId = null;
+
+// A starting point for the parameters: every required property of the action's schema.
+function template(schema) {
+  const out = {};
+  for (const name of (schema && schema.required) || []) {
+    const prop = (schema.properties || {})[name] || {};
+    const type = Array.isArray(prop.type) ? prop.type[0] : prop.type;
+    out[name] = type === "array" ? [] : type === "object" ? {} : "";
+  }
+  return JSON.stringify(out, null, 2);
+}
+
+function fillActionConnections() {
+  const action = actions.find((a) => a.name === $("action").value);
+  const select = $("action-connection");
+  select.replaceChildren();
+  const none = document.createElement("option");
+  none.value = "";
+  none.textContent = action && action.provider === "webhook" ? "(no connection needed)" : "(choose)";
+  select.appendChild(none);
+  for (const c of connections) {
+    const opt = document.createElement("option");
+    opt.value = c.id;
+    opt.textContent = c.provider + " · " + c.actor_id;
+    select.appendChild(opt);
+  }
+  $("params").value = template(action && action.params_schema);
+}
+
+async function loadActions() {
+  ({ actions } = await api("/actions"));
+  const select = $("action");
+  select.replaceChildren();
+  for (const a of actions) {
+    const opt = document.createElement("option");
+    opt.value = a.name;
+    opt.textContent = a.name + " (" + a.side_effect + ")";
+    select.appendChild(opt);
+  }
+  fillActionConnections();
+}
+
+function show(value) {
+  const out = $("action-output");
+  out.hidden = false;
+  out.textContent = JSON.stringify(value, null, 2);
+}
+
+$("action").addEventListener("change", fillActionConnections);
+
+$("action-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  previewId = null;
+  $("execute").disabled = true;
+  let params;
+  try { params = JSON.parse($("params").value || "{}"); } catch (e) { say("Parameters are not valid JSON: " + e.message, true); return; }
+  const body = { action: $("action").value, params };
+  if ($("action-connection").value) body.connection_id = $("action-connection").value;
+  try {
+    const p = await api("/actions/preview", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    previewId = p.preview_id;
+    $("execute").disabled = false;
+    show(p);
+    say("Previewed; nothing was sent. Execute to send it once (until " + when(p.expires_at) + ").");
+  } catch (e) { say(e.message, true); }
+});
+
+$("execute").addEventListener("click", async () => {
+  if (!previewId) return;
+  try {
+    const r = await api("/actions/execute", { method: "POST", headers: { "Content-Type": "application/json", "Idempotency-Key": previewId }, body: JSON.stringify({ preview_id: previewId }) });
+    show(r);
+    say("Executed.");
+  } catch (e) { say(e.message, true); }
+});
+
 async function loadConnections() {
-  const { connections } = await api("/connections?limit=1000");
+  ({ connections } = await api("/connections?limit=1000"));
   const rows = $("rows");
   rows.replaceChildren();
   for (const c of connections) {
@@ -103,7 +182,9 @@ async function start() {
   try {
     const providers = await loadProviders();
     const summary = await loadConnections();
+    await loadActions();
     $("connect").hidden = false;
+    $("actions").hidden = false;
     $("connections").hidden = false;
     say(providers + " provider(s) configured; " + summary + ".");
   } catch (e) {
@@ -122,6 +203,7 @@ $("key-form").addEventListener("submit", (ev) => {
 $("forget-key").addEventListener("click", () => {
   sessionStorage.removeItem(KEY);
   $("connect").hidden = true;
+  $("actions").hidden = true;
   $("connections").hidden = true;
   say("Key forgotten.");
 });
