@@ -23,6 +23,7 @@ mod postgres_actions;
 pub mod redis;
 mod rows;
 mod scale;
+mod sql_actions;
 mod sql_store;
 mod sqlite;
 mod sqlite_actions;
