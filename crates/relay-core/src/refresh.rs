@@ -474,7 +474,9 @@ impl TokenService {
         req: &TokenRequest,
     ) -> Option<CachedToken> {
         let entry = self.cache.get(id).await?;
-        (entry.version != seen_version
+        // Newer only: a lagging in-process tier may still hold an older version, which is not
+        // a refresh anyone finished (versions only grow).
+        (entry.version > seen_version
             && usable(entry.status, entry.status_reason.as_deref()).is_ok()
             && !self.due(
                 entry.expires_at,
