@@ -10,7 +10,8 @@
 //! Relay runs as users run it: API-key check, rate limiting, metrics and logs on.
 //!
 //! Usage (see scripts/bench.sh): `relay-bench --relay-bin target/release/relay [--duration-secs 10]
-//! [--connections 64] [--rss-connections 100000]`.
+//! [--connections 64] [--rss-connections 100000] [--only b,c,d,rss]`. The ceiling (a) is always
+//! measured: the other runs are compared with it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,14 @@ struct Options {
     rss_connections: usize,
     postgres_admin_url: String,
     redis_url: String,
+    /// The runs to do (`--only b,d`); all of them by default.
+    only: HashSet<String>,
+}
+
+impl Options {
+    fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.contains(name)
+    }
 }
 
 type BenchResult<T> = Result<T, String>;
@@ -86,6 +95,9 @@ fn main() {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
         redis_url: std::env::var("RELAY_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        only: arg(&args, "--only")
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+            .unwrap_or_default(),
     };
     if let Err(e) = runtime.block_on(run(opts)) {
         eprintln!("benchmark failed: {e}");
@@ -96,86 +108,37 @@ fn main() {
 async fn run(opts: Options) -> BenchResult<()> {
     let fake = FakeProvider::start(FakeProviderConfig::microsoft()).await;
 
-    // (a) the ceiling.
+    // (a) the ceiling: always measured, the other runs are compared with it.
     let ceiling = ceiling_server().await?;
     let a = wrk(&opts, &format!("http://{ceiling}/"), None).await?;
     eprintln!("(a) ceiling: {a:?}");
 
-    // (b) SQLite, warm cache.
+    // (b) SQLite, warm cache; the same process then holds the connections of the RSS run.
     let sqlite_dir = temp_dir("sqlite")?;
     let sqlite = RelayProcess::start(&opts, &sqlite_dir, &fake, None, &[]).await?;
-    let conn_b = sqlite.import(&fake, "bench-b", 3600).await?;
-    sqlite.warm(&conn_b).await?;
-    let b = wrk(
-        &opts,
-        &sqlite.url(&format!("/connections/{conn_b}/token")),
-        Some(&sqlite.key),
-    )
-    .await?;
-    eprintln!("(b) sqlite: {b:?}");
-
-    // (c) PostgreSQL + Redis, warm cache.
-    let db_name = format!("relay_bench_{}", std::process::id());
-    psql(
-        &opts.postgres_admin_url,
-        &format!("CREATE DATABASE {db_name}"),
-    )
-    .await?;
-    let pg_url = format!(
-        "{}/{db_name}",
-        opts.postgres_admin_url
-            .rsplit_once('/')
-            .map(|(b, _)| b)
-            .unwrap_or(&opts.postgres_admin_url)
-    );
-    let pg_dir = temp_dir("pg")?;
-    let prefix = format!("relay-bench:{}:", std::process::id());
-    let result = async {
-        let pg = RelayProcess::start(
-            &opts,
-            &pg_dir,
-            &fake,
-            Some(&pg_url),
-            &[
-                ("REDIS_URL", &opts.redis_url),
-                ("REDIS_KEY_PREFIX", &prefix),
-            ],
-        )
-        .await?;
-        let conn_c = pg.import(&fake, "bench-c", 3600).await?;
-        pg.warm(&conn_c).await?;
-        let c = wrk(
-            &opts,
-            &pg.url(&format!("/connections/{conn_c}/token")),
-            Some(&pg.key),
-        )
-        .await?;
-        eprintln!("(c) postgres + redis: {c:?}");
-
-        // (d) the stampede at expiry, on Postgres + Redis.
-        let conn_d = pg.import(&fake, "bench-d", 5).await?;
-        fake.set_token_delay(PROVIDER_LATENCY);
-        let before = fake.refresh_requests();
-        let d = stampede(&pg, &conn_d).await?;
-        let refreshes = fake.refresh_requests() - before;
-        fake.set_token_delay(Duration::ZERO);
-        eprintln!("(d) stampede: {d:?}, {refreshes} refreshes");
-        pg.stop().await;
-        Ok::<_, String>((c, d, refreshes))
+    let mut b = None;
+    if opts.runs("b") {
+        let conn_b = sqlite.import(&fake, "bench-b", 3600).await?;
+        sqlite.warm(&conn_b).await?;
+        let url = sqlite.url(&format!("/connections/{conn_b}/token"));
+        let measured = wrk(&opts, &url, Some(&sqlite.key)).await?;
+        eprintln!("(b) sqlite: {measured:?}");
+        b = Some(measured);
     }
-    .await;
-    let _ = psql(
-        &opts.postgres_admin_url,
-        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
-    )
-    .await;
-    let (c, d, refreshes) = result?;
+
+    // (c) and (d) on PostgreSQL + Redis.
+    let (mut c, mut d) = (None, None);
+    if opts.runs("c") || opts.runs("d") {
+        (c, d) = postgres_runs(&opts, &fake).await?;
+    }
 
     // Memory: the SQLite replica holding `rss_connections` connections, all cached.
-    let rss = sqlite.rss_with(&fake, opts.rss_connections).await?;
+    let mut rss = None;
+    if opts.runs("rss") {
+        rss = Some(sqlite.rss_with(&fake, opts.rss_connections).await?);
+    }
     sqlite.stop().await;
     let _ = std::fs::remove_dir_all(&sqlite_dir);
-    let _ = std::fs::remove_dir_all(&pg_dir);
 
     println!();
     println!(
@@ -197,32 +160,103 @@ async fn run(opts: Options) -> BenchResult<()> {
         );
     };
     row("(a) axum ceiling", a, "-");
-    row("(b) token, SQLite, warm", b, "≥ 70 %, p99 ≤ 1.5×");
-    row("(c) token, Postgres + Redis, warm", c, "≥ 50 %, p99 ≤ 2×");
-    println!(
-        "| (d) stampede: {STAMPEDE} reads at expiry | - | {:.2} | {:.2} | - | - | 1 refresh, p99 < {} ms |",
-        d.p50_ms,
-        d.p99_ms,
-        PROVIDER_LATENCY.as_millis() + 20
-    );
-    println!("provider refreshes in (d): {refreshes}");
-    println!(
-        "RSS with {} connections cached: {:.1} MB (target < 150 MB)",
-        opts.rss_connections,
-        rss as f64 / 1024.0
-    );
-    let b_ok = b.rps >= 0.7 * a.rps && b.p99_ms <= 1.5 * a.p99_ms;
-    let c_ok = c.rps >= 0.5 * a.rps && c.p99_ms <= 2.0 * a.p99_ms;
-    let d_ok = refreshes == 1 && d.p99_ms < PROVIDER_LATENCY.as_millis() as f64 + 20.0;
-    let rss_ok = rss < 150 * 1024;
-    println!(
-        "targets: (b) {} (c) {} (d) {} memory {}",
-        verdict(b_ok),
-        verdict(c_ok),
-        verdict(d_ok),
-        verdict(rss_ok)
-    );
+    let mut verdicts = Vec::new();
+    if let Some(b) = b {
+        row("(b) token, SQLite, warm", b, "≥ 70 %, p99 ≤ 1.5×");
+        let ok = b.rps >= 0.7 * a.rps && b.p99_ms <= 1.5 * a.p99_ms;
+        verdicts.push(format!("(b) {}", verdict(ok)));
+    }
+    if let Some(c) = c {
+        row("(c) token, Postgres + Redis, warm", c, "≥ 50 %, p99 ≤ 2×");
+        let ok = c.rps >= 0.5 * a.rps && c.p99_ms <= 2.0 * a.p99_ms;
+        verdicts.push(format!("(c) {}", verdict(ok)));
+    }
+    if let Some((d, refreshes)) = d {
+        println!(
+            "| (d) stampede: {STAMPEDE} reads at expiry | - | {:.2} | {:.2} | - | - | 1 refresh, p99 < {} ms |",
+            d.p50_ms,
+            d.p99_ms,
+            PROVIDER_LATENCY.as_millis() + 20
+        );
+        println!("provider refreshes in (d): {refreshes}");
+        let ok = refreshes == 1 && d.p99_ms < PROVIDER_LATENCY.as_millis() as f64 + 20.0;
+        verdicts.push(format!("(d) {}", verdict(ok)));
+    }
+    if let Some(rss) = rss {
+        println!(
+            "RSS with {} connections cached: {:.1} MB (target < 150 MB)",
+            opts.rss_connections,
+            rss as f64 / 1024.0
+        );
+        verdicts.push(format!("memory {}", verdict(rss < 150 * 1024)));
+    }
+    println!("targets: {}", verdicts.join(" "));
     Ok(())
+}
+
+/// (c) the warm token read and (d) the stampede, on a fresh PostgreSQL database and Redis.
+async fn postgres_runs(
+    opts: &Options,
+    fake: &FakeProvider,
+) -> BenchResult<(Option<Measured>, Option<(Measured, u64)>)> {
+    let db_name = format!("relay_bench_{}", std::process::id());
+    psql(
+        &opts.postgres_admin_url,
+        &format!("CREATE DATABASE {db_name}"),
+    )
+    .await?;
+    let pg_url = format!(
+        "{}/{db_name}",
+        opts.postgres_admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&opts.postgres_admin_url)
+    );
+    let pg_dir = temp_dir("pg")?;
+    let prefix = format!("relay-bench:{}:", std::process::id());
+    let result = async {
+        let pg = RelayProcess::start(
+            opts,
+            &pg_dir,
+            fake,
+            Some(&pg_url),
+            &[
+                ("REDIS_URL", &opts.redis_url),
+                ("REDIS_KEY_PREFIX", &prefix),
+            ],
+        )
+        .await?;
+        let mut c = None;
+        if opts.runs("c") {
+            let conn_c = pg.import(fake, "bench-c", 3600).await?;
+            pg.warm(&conn_c).await?;
+            let url = pg.url(&format!("/connections/{conn_c}/token"));
+            let measured = wrk(opts, &url, Some(&pg.key)).await?;
+            eprintln!("(c) postgres + redis: {measured:?}");
+            c = Some(measured);
+        }
+        let mut d = None;
+        if opts.runs("d") {
+            let conn_d = pg.import(fake, "bench-d", 5).await?;
+            fake.set_token_delay(PROVIDER_LATENCY);
+            let before = fake.refresh_requests();
+            let measured = stampede(&pg, &conn_d).await?;
+            let refreshes = fake.refresh_requests() - before;
+            fake.set_token_delay(Duration::ZERO);
+            eprintln!("(d) stampede: {measured:?}, {refreshes} refreshes");
+            d = Some((measured, refreshes));
+        }
+        pg.stop().await;
+        Ok::<_, String>((c, d))
+    }
+    .await;
+    let _ = psql(
+        &opts.postgres_admin_url,
+        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&pg_dir);
+    result
 }
 
 fn verdict(ok: bool) -> &'static str {
