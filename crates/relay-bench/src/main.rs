@@ -205,8 +205,11 @@ async fn postgres_runs(
         &format!("CREATE DATABASE {db_name}"),
     )
     .await?;
+    // The database is on this host: TLS over loopback protects nothing, and with sqlx 0.9.0 it
+    // costs a ~40 ms Nagle stall per round trip (see docs/BENCHMARKS.md), so Relay connects
+    // without it, as docs/OPERATIONS.md recommends for a database on the same host.
     let pg_url = format!(
-        "{}/{db_name}",
+        "{}/{db_name}?sslmode=disable",
         opts.postgres_admin_url
             .rsplit_once('/')
             .map(|(b, _)| b)

@@ -23,8 +23,6 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -136,7 +134,6 @@ fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
     let doc = complete(doc);
-    let limits = axum::middleware::from_fn_with_state(state.clone(), rate_limit::enforce);
     let doc_json = doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
     router
         .route(
@@ -156,23 +153,19 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(limits)
-        .layer(axum::middleware::from_fn(middleware::observe))
+        // Innermost first: a panic becomes a 500 envelope, bodies are bounded, a request that
+        // takes a minute is cut off with 504, and every answer (those three included) goes
+        // through the request middleware's id, span, limits and metrics.
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(60),
         ))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        // Outermost of the three: an incoming id that is too long or carries characters a log
-        // line should not is dropped here, so SetRequestId generates one instead.
-        .layer(axum::middleware::from_fn(middleware::screen_request_id))
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            axum::http::header::AUTHORIZATION,
-            axum::http::header::COOKIE,
-        ]))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::handle,
+        ))
         .with_state(state)
 }
 

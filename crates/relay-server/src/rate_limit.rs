@@ -1,17 +1,17 @@
 //! Per-API-key rate limits, enforced after authentication and before any handler.
 //!
-//! The middleware authenticates the caller (from the per-process key cache, so no database
-//! query per request), asks the limiter (Redis, shared by every replica, or in-process), and
-//! hands the caller on in the request's extensions so the handler does not check again.
+//! The request middleware ([`crate::middleware::handle`]) calls [`admit`]: it authenticates
+//! the caller (from the per-process key cache, so no database query per request), asks the
+//! limiter (Redis, shared by every replica, or in-process), and hands the caller on in the
+//! request's extensions so the handler does not check again.
 //! Every limited response carries the IETF draft `RateLimit-Limit`, `RateLimit-Remaining` and
 //! `RateLimit-Reset` headers; a refusal is 429 `rate_limited` with `Retry-After`.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use relay_core::coordination::{RateDecision, RateLimiter};
 
@@ -25,17 +25,24 @@ pub struct RateLimits {
     pub default_per_minute: u32,
 }
 
-pub(crate) async fn enforce(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// What admission decided: the limit to report on the response, or the refusal to send.
+pub(crate) enum Admission {
+    /// No API key was presented, or it is not valid: the handler's extractor answers 401 in the
+    /// envelope (or the route needs no key).
+    Unauthenticated,
+    /// Authenticated and within the limit; the caller is in the request's extensions.
+    Admitted(RateDecision),
+    /// Over the limit: 429 `rate_limited` with `Retry-After` and the `RateLimit-*` headers.
+    Refused(Response),
+}
+
+/// Authenticates the caller and asks the limiter, before any handler runs.
+pub(crate) async fn admit(state: &AppState, req: &mut Request) -> Admission {
     let Some(presented) = bearer(req.headers()) else {
-        return next.run(req).await;
+        return Admission::Unauthenticated;
     };
-    // An invalid key is left to the handler's extractor, which answers 401 in the envelope.
     let Ok(caller) = state.api_keys.authenticate(presented).await else {
-        return next.run(req).await;
+        return Admission::Unauthenticated;
     };
     let per_minute = caller
         .rate_limit_per_minute
@@ -63,12 +70,10 @@ pub(crate) async fn enforce(
             ceil_secs(decision.retry_after),
         );
         add_headers(resp.headers_mut(), &decision);
-        return resp;
+        return Admission::Refused(resp);
     }
     req.extensions_mut().insert(caller);
-    let mut resp = next.run(req).await;
-    add_headers(resp.headers_mut(), &decision);
-    resp
+    Admission::Admitted(decision)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -87,7 +92,7 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: u64) {
     headers.insert(name, HeaderValue::from(value));
 }
 
-fn add_headers(headers: &mut HeaderMap, d: &RateDecision) {
+pub(crate) fn add_headers(headers: &mut HeaderMap, d: &RateDecision) {
     set(headers, "ratelimit-limit", u64::from(d.limit));
     set(headers, "ratelimit-remaining", u64::from(d.remaining));
     set(headers, "ratelimit-reset", ceil_secs(d.reset_after));
