@@ -208,13 +208,189 @@ macro_rules! impl_reads {
 impl_reads!(SqliteStore, Dialect::Sqlite);
 impl_reads!(PostgresStore, Dialect::Postgres);
 
-#[async_trait]
-impl AuditStore for SqliteStore {
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>, StoreError> {
-        let err = |e| error::map(Dialect::Sqlite, e);
-        if events.is_empty() {
-            return Ok(Vec::new());
+const COLUMNS: &str = "workspace_id, seq, at, action, outcome, api_key_id, actor_id, \
+     connection_id, provider, request_id, client_addr, detail, prev_hash, hash";
+/// SQLite's steady-state head advance: only if the head is still the one this process last
+/// wrote; `RETURNING` tells whether it was.
+const ADVANCE_IF_HEAD_SQLITE: &str = "UPDATE audit_heads SET seq = ?, hash = ? \
+     WHERE workspace_id = ? AND seq = ? AND hash = ? RETURNING workspace_id;";
+/// Rows per multi-row insert: one statement instead of one per record; 64 rows × 14 columns
+/// stays far below SQLite's bound-parameter limit.
+const SQLITE_INSERT_ROWS: usize = 64;
+
+/// Binds one record's columns, in [`COLUMNS`] order.
+macro_rules! bind_record {
+    ($q:expr, $r:expr) => {{
+        let (r, e) = ($r, &$r.event);
+        $q.bind(e.workspace_id.as_str().to_owned())
+            .bind(r.seq)
+            .bind(e.at.0)
+            .bind(e.action.as_str())
+            .bind(e.outcome.as_str())
+            .bind(e.api_key_id.clone())
+            .bind(e.actor_id.clone())
+            .bind(e.connection_id.clone())
+            .bind(e.provider.clone())
+            .bind(e.request_id.clone())
+            .bind(e.client_addr.clone())
+            .bind(e.detail.clone())
+            .bind(r.prev_hash.clone())
+            .bind(r.hash.clone())
+    }};
+}
+
+/// `INSERT INTO audit_log ... VALUES (...), (...)` for `rows` records.
+fn sqlite_insert(rows: usize) -> String {
+    let one = format!("({})", ["?"; 14].join(", "));
+    format!(
+        "INSERT INTO audit_log ({COLUMNS}) VALUES {};",
+        vec![one; rows].join(", ")
+    )
+}
+
+/// SQLite's audit writer for the steady state: a connection of its own, and the heads it
+/// last wrote.
+///
+/// A batch is then two calls to SQLite's thread instead of five or more: `BEGIN IMMEDIATE`,
+/// a compare-and-swap on each head and the multi-row inserts in one multi-statement call,
+/// then `COMMIT` (or `ROLLBACK` when a head moved: another process, such as a CLI command,
+/// wrote; the batch then takes the locking path). The connection is the only writer of the
+/// audit tables in this process, so its page cache stays warm: pool connections take turns
+/// and re-read the pages another connection changed.
+#[derive(Debug)]
+pub struct SqliteAuditWriter {
+    options: sqlx::sqlite::SqliteConnectOptions,
+    /// `None` until the first batch, after an error, and after `close`.
+    conn: tokio::sync::Mutex<Option<sqlx::SqliteConnection>>,
+    heads: std::sync::Mutex<BTreeMap<String, AuditHead>>,
+    /// Set by `close`: no new connection is opened once the store is closed.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl SqliteAuditWriter {
+    pub(crate) fn new(options: sqlx::sqlite::SqliteConnectOptions) -> Self {
+        Self {
+            options,
+            conn: tokio::sync::Mutex::new(None),
+            heads: std::sync::Mutex::new(BTreeMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    fn remember(&self, heads: BTreeMap<String, AuditHead>) {
+        self.heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(heads);
+    }
+
+    /// The heads of these workspaces as this process last wrote them; `None` if any is unknown.
+    fn known_heads(&self, workspaces: &[String]) -> Option<BTreeMap<String, AuditHead>> {
+        let heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        workspaces
+            .iter()
+            .map(|ws| heads.get(ws).map(|h| (ws.clone(), h.clone())))
+            .collect()
+    }
+
+    /// Appends after the heads this process last wrote. `Ok(None)` when a head is unknown or
+    /// moved: nothing was written and the batch must take the locking path.
+    async fn append_at_known_heads(
+        &self,
+        events: &[AuditEvent],
+    ) -> Result<Option<Vec<AuditRecord>>, StoreError> {
+        let err = |e| error::map(Dialect::Sqlite, e);
+        let ws = workspaces(events);
+        let Some(heads) = self.known_heads(&ws) else {
+            return Ok(None);
+        };
+        let (records, advanced) = chain(heads.clone(), events);
+        let mut sql = String::from("BEGIN IMMEDIATE;");
+        for _ in &ws {
+            sql.push_str(ADVANCE_IF_HEAD_SQLITE);
+        }
+        for chunk in records.chunks(SQLITE_INSERT_ROWS) {
+            sql.push_str(&sqlite_insert(chunk.len()));
+        }
+        // Built from the constants above only: no data goes into the text, all of it is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (name, old) in &heads {
+            let Some(new) = advanced.get(name) else {
+                return Ok(None);
+            };
+            query = query
+                .bind(new.seq)
+                .bind(new.hash.clone())
+                .bind(name.clone())
+                .bind(old.seq)
+                .bind(old.hash.clone());
+        }
+        for r in &records {
+            query = bind_record!(query, r);
+        }
+
+        let mut slot = self.conn.lock().await;
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(err(sqlx::Error::PoolClosed));
+        }
+        if slot.is_none() {
+            use sqlx::ConnectOptions;
+            *slot = Some(self.options.connect().await.map_err(err)?);
+        }
+        let Some(conn) = slot.as_mut() else {
+            return Ok(None);
+        };
+        let outcome = match query.fetch_all(&mut *conn).await {
+            Ok(advanced_heads) if advanced_heads.len() == ws.len() => sqlx::query("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map(|_| true),
+            Ok(_) => sqlx::query("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .map(|_| false),
+            // Another writer stored these sequence numbers: the head moved (its compare-and-
+            // swap matched nothing and the insert met the other writer's records).
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => sqlx::query("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .map(|_| false),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(true) => {
+                self.remember(advanced);
+                Ok(Some(records))
+            }
+            Ok(false) => Ok(None),
+            Err(e) => {
+                // The transaction may still be open: closing the connection rolls it back,
+                // and the next batch opens a new one.
+                if let Some(conn) = slot.take() {
+                    let _ = sqlx::Connection::close(conn).await;
+                }
+                Err(err(e))
+            }
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        let mut slot = self.conn.lock().await;
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(conn) = slot.take() {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+    }
+}
+
+impl SqliteStore {
+    /// The general case: take the write lock, read each workspace's head, insert, advance.
+    async fn append_locking(
+        &self,
+        events: &[AuditEvent],
+    ) -> Result<(Vec<AuditRecord>, BTreeMap<String, AuditHead>), StoreError> {
+        let err = |e| error::map(Dialect::Sqlite, e);
         let mut tx = self.pool().begin().await.map_err(err)?;
         let mut heads = BTreeMap::new();
         // The first statement writes, so the transaction takes SQLite's write lock before it
@@ -235,44 +411,44 @@ impl AuditStore for SqliteStore {
             );
         }
         let (records, heads) = chain(heads, events);
-        // Multi-row inserts: one statement per chunk instead of one per record (each statement
-        // is a round trip to sqlx's SQLite worker thread). 64 rows × 14 columns stays far below
-        // SQLite's bound-parameter limit.
-        for chunk in records.chunks(64) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO audit_log (workspace_id, seq, at, action, outcome, api_key_id, \
-                 actor_id, connection_id, provider, request_id, client_addr, detail, prev_hash, \
-                 hash) ",
-            );
-            insert.push_values(chunk, |mut row, r| {
-                let e = &r.event;
-                row.push_bind(e.workspace_id.as_str().to_owned())
-                    .push_bind(r.seq)
-                    .push_bind(e.at.0)
-                    .push_bind(e.action.as_str())
-                    .push_bind(e.outcome.as_str())
-                    .push_bind(e.api_key_id.clone())
-                    .push_bind(e.actor_id.clone())
-                    .push_bind(e.connection_id.clone())
-                    .push_bind(e.provider.clone())
-                    .push_bind(e.request_id.clone())
-                    .push_bind(e.client_addr.clone())
-                    .push_bind(e.detail.clone())
-                    .push_bind(r.prev_hash.clone())
-                    .push_bind(r.hash.clone());
-            });
-            insert.build().execute(&mut *tx).await.map_err(err)?;
+        for chunk in records.chunks(SQLITE_INSERT_ROWS) {
+            let sql = sqlite_insert(chunk.len());
+            // Constants only (see `sqlite_insert`); the records are bound.
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                insert = bind_record!(insert, r);
+            }
+            insert.execute(&mut *tx).await.map_err(err)?;
         }
-        for (ws, head) in heads {
+        for (ws, head) in &heads {
             sqlx::query(ADVANCE_HEAD)
                 .bind(head.seq)
-                .bind(head.hash)
-                .bind(ws)
+                .bind(head.hash.clone())
+                .bind(ws.clone())
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;
         }
         tx.commit().await.map_err(err)?;
+        Ok((records, heads))
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(writer) = &self.audit
+            && let Some(records) = writer.append_at_known_heads(events).await?
+        {
+            return Ok(records);
+        }
+        let (records, heads) = self.append_locking(events).await?;
+        if let Some(writer) = &self.audit {
+            writer.remember(heads);
+        }
         Ok(records)
     }
 

@@ -44,6 +44,9 @@ pub(crate) fn err(e: sqlx::Error) -> StoreError {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// The audit writer's own connection and the heads it last wrote (see
+    /// [`crate::audit`]); `None` for an in-memory database, whose only connection is the pool's.
+    pub(crate) audit: Option<std::sync::Arc<crate::audit::SqliteAuditWriter>>,
 }
 
 impl SqliteStore {
@@ -74,13 +77,15 @@ impl SqliteStore {
         } else {
             pool.max_connections(config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
         };
-        let pool = pool.connect_with(options).await.map_err(err)?;
-        Ok(Self { pool })
+        let pool = pool.connect_with(options.clone()).await.map_err(err)?;
+        let audit = (!in_memory)
+            .then(|| std::sync::Arc::new(crate::audit::SqliteAuditWriter::new(options)));
+        Ok(Self { pool, audit })
     }
 
     /// Wraps a pool opened elsewhere (its options are the caller's responsibility).
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self { pool, audit: None }
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -102,6 +107,9 @@ impl SqliteStore {
     }
 
     pub(crate) async fn close(&self) {
+        if let Some(audit) = &self.audit {
+            audit.close().await;
+        }
         self.pool.close().await;
     }
 }
