@@ -452,6 +452,12 @@ impl RequestContext {
         })
     }
 
+    /// The context of the request this task runs in, if any (to carry it into a task the
+    /// request spawns).
+    pub fn current() -> Option<Arc<Self>> {
+        REQUEST.try_with(Arc::clone).ok()
+    }
+
     /// Runs `fut` with this context visible to [`AuditEvent::new`].
     pub async fn scope<F: std::future::Future>(self: Arc<Self>, fut: F) -> F::Output {
         REQUEST.scope(self, fut).await

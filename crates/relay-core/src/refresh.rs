@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::audit::{AuditAction, AuditEvent, AuditSink};
 use crate::clock::{Clock, Timestamp};
@@ -198,6 +198,14 @@ pub struct TokenService {
     gates: Mutex<HashMap<ConnectionId, Arc<tokio::sync::RwLock<()>>>>,
     /// Records refresh outcomes and re-authorization needs (see [`TokenService::with_audit`]).
     audit: Option<Arc<dyn AuditSink>>,
+    /// Where refreshes run as tasks of their own (see [`TokenService::run_refreshes_on`]).
+    runner: std::sync::OnceLock<RefreshRunner>,
+}
+
+/// The runtime refreshes are spawned on, and the service they run in.
+struct RefreshRunner {
+    service: std::sync::Weak<TokenService>,
+    handle: tokio::runtime::Handle,
 }
 
 /// Removes a connection's gate from the map when the last user leaves it.
@@ -245,7 +253,27 @@ impl TokenService {
             instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             gates: Mutex::new(HashMap::new()),
             audit: None,
+            runner: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Runs every refresh a read starts as a task of its own on `handle`, a runtime kept for
+    /// refreshes, instead of inside the request:
+    ///
+    /// - a refresh, once started, finishes and stores its tokens even if the request that
+    ///   started it goes away (client disconnect, timeout): a provider that rotates refresh
+    ///   tokens has already spent the old one, and a refresh dropped between its answer and
+    ///   the save would lose the new one;
+    /// - a burst of requests queued on the serving runtime does not delay the refresh: at a
+    ///   stampede, each of the refresh's database and Redis round trips would otherwise wait
+    ///   behind every request that arrived meanwhile before the provider is even called.
+    ///
+    /// Without it (tests, the CLI) refreshes run inside the caller.
+    pub fn run_refreshes_on(self: &Arc<Self>, handle: tokio::runtime::Handle) {
+        let _ = self.runner.set(RefreshRunner {
+            service: Arc::downgrade(self),
+            handle,
+        });
     }
 
     /// Records every refresh (`token.refreshed`, `token.refresh_failed`) and every connection
@@ -527,6 +555,42 @@ impl TokenService {
         };
         metrics::histogram!("refresh_lock_wait_seconds", "lock" => "process")
             .record(waiting.elapsed().as_secs_f64());
+        let runner = self
+            .runner
+            .get()
+            .and_then(|r| Some((r.service.upgrade()?, r.handle.clone())));
+        let Some((service, handle)) = runner else {
+            return self.lead(id, seen_version, req).await;
+        };
+        // The task holds the gate until the refresh is stored, so the waiters behind it keep
+        // waiting for its result even if this caller goes away. It runs in the request's span
+        // and audit context (request id, client, API key).
+        let id = id.clone();
+        let task = async move {
+            let result = service.lead(&id, seen_version, req).await;
+            drop(_held);
+            result
+        }
+        .instrument(tracing::Span::current());
+        let refresh = match crate::audit::RequestContext::current() {
+            Some(context) => handle.spawn(context.scope(task)),
+            None => handle.spawn(task),
+        };
+        refresh.await.unwrap_or_else(|e| {
+            Err(ServiceError::Store(StoreError::Other(format!(
+                "the refresh task failed: {e}"
+            ))))
+        })
+    }
+
+    /// The caller holding the connection's gate: take a refresh that finished meanwhile, or
+    /// refresh (coordinating with other processes).
+    async fn lead(
+        &self,
+        id: &ConnectionId,
+        seen_version: i64,
+        req: TokenRequest,
+    ) -> Result<IssuedToken, ServiceError> {
         // A refresh may also have finished between our read of the cache and now.
         if let Some(entry) = self.refreshed_since(id, seen_version, &req).await {
             return self.issue_entry(&entry, ReadPath::Joined);

@@ -350,6 +350,7 @@ on_every_backend!(
     db transient_failures_are_retried_and_leave_the_status_alone,
     db a_timed_out_provider_is_transient,
     db a_fallback_token_still_honours_min_ttl,
+    db a_refresh_whose_caller_goes_away_still_stores_the_rotated_tokens,
     db an_expired_token_is_never_served_while_a_retry_is_scheduled,
     db a_ciphertext_copied_to_another_row_does_not_open,
     db no_plaintext_token_reaches_the_database,
@@ -894,4 +895,45 @@ async fn a_fallback_token_still_honours_min_ttl(t: &TestDb) {
         h.token(&conn.id).await.expect("fallback"),
         h.provider.access(0)
     );
+}
+
+/// A rotating provider spends the old refresh token when it answers. A refresh must then
+/// store the new one even if the request that started it is gone (client disconnect,
+/// timeout): with refreshes running as tasks of their own, dropping the caller mid-call
+/// loses nothing, and the next read is served the new token without another refresh.
+async fn a_refresh_whose_caller_goes_away_still_stores_the_rotated_tokens(t: &TestDb) {
+    let h = Harness::new(t, "").await;
+    h.service
+        .run_refreshes_on(tokio::runtime::Handle::current());
+    h.provider.rotate.store(true, Ordering::SeqCst);
+    h.provider.set_delay(Duration::from_millis(300));
+    let conn = h.connect_actor("alice").await;
+    h.clock.advance(UNTIL_EXPIRED);
+
+    let entered = h.provider.entered.notified();
+    let caller = {
+        let (service, workspace, id) = (h.service.clone(), h.workspace.clone(), conn.id.clone());
+        tokio::spawn(async move { token(&service, &workspace, &id, TokenRequest::default()).await })
+    };
+    entered.await;
+    caller.abort();
+    assert!(caller.await.expect_err("aborted").is_cancelled());
+
+    // The refresh goes on without its caller and stores what the provider rotated.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.row(&conn.id).await.version == conn.version {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refresh was lost"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let row = h.row(&conn.id).await;
+    assert_eq!(h.open(&row, REFRESH_TOKEN), "refresh-1");
+    assert_eq!(h.open(&row, ACCESS_TOKEN), h.provider.access(1));
+    assert_eq!(
+        h.token(&conn.id).await.expect("the stored token"),
+        h.provider.access(1)
+    );
+    assert_eq!(h.provider.calls(), 1);
 }

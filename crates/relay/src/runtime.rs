@@ -49,6 +49,37 @@ impl Telemetry {
     }
 }
 
+/// A runtime for background work next to the serving one, shut down without waiting when
+/// dropped (dropping a runtime inside another one would panic).
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl BackgroundRuntime {
+    fn start(name: &str) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .with_context(|| format!("starting the {name} runtime"))?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 pub fn init_logging(format: &str) -> Telemetry {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
@@ -195,6 +226,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tokens = tokens.with_locks(Arc::new(RedisLocks::new(r.clone())));
     }
     let tokens = Arc::new(tokens);
+    // Refreshes started by reads run on a runtime of their own: one that a burst of requests
+    // cannot queue behind, and on which a refresh finishes even if its request goes away
+    // (see TokenService::run_refreshes_on). Requests wait for them, so graceful shutdown
+    // does too.
+    let refresh_runtime = BackgroundRuntime::start("relay-refresh")?;
+    tokens.run_refreshes_on(refresh_runtime.handle());
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
         .await
