@@ -388,9 +388,9 @@ impl TokenService {
         } else {
             entry.version
         };
-        let issued = self
-            .refresh_single_flight(&entry.id, seen_version, req)
-            .await?;
+        // Boxed: the refresh's state machine is large and rarely needed, and an unboxed one
+        // would make every read's future that size (moved on every poll of the handler).
+        let issued = Box::pin(self.refresh_single_flight(&entry.id, seen_version, req)).await?;
         let result = if issued.path == ReadPath::Refreshed {
             "performed"
         } else {
