@@ -552,6 +552,48 @@ async fn the_shared_limit_holds_across_replicas_and_falls_back_in_process() {
     assert_eq!(allowed, 3, "the in-process limiter takes over");
 }
 
+/// A burst on a busy key finds its slice empty all at once: one request refills it while the
+/// others wait and spend what it brought, so the allowance debited from the shared bucket stays
+/// close to what the burst spends (before, every request of the burst ran the script and
+/// debited a slice of its own, and a burst well under the limit was partly refused).
+#[tokio::test]
+async fn a_burst_refills_a_slice_once_instead_of_once_per_request() {
+    let Some(redis) = redis().await else { return };
+    let clock: Arc<dyn Clock> = Arc::new(relay_core::SystemClock);
+    let limiter = Arc::new(RedisRateLimiter::new(
+        redis.clone(),
+        Arc::new(LocalRateLimiter::new(clock.clone())),
+    ));
+    // Another replica: its first check asks Redis, so it reports the shared bucket.
+    let other = RedisRateLimiter::new(redis, Arc::new(LocalRateLimiter::new(clock)));
+    // Slices of 64; the bucket refills about 1,067 per second.
+    const LIMIT: u32 = 64_000;
+    const BURST: usize = 1_000;
+    let barrier = Arc::new(tokio::sync::Barrier::new(BURST));
+    let requests: Vec<_> = (0..BURST)
+        .map(|_| {
+            let (limiter, barrier) = (limiter.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                limiter.check("key_burst", LIMIT).await
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for r in requests {
+        if r.await.expect("request").allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, BURST, "a burst far under the limit is allowed");
+    let shared = other.check("key_burst", LIMIT).await;
+    assert!(
+        shared.allowed && shared.remaining as usize >= LIMIT as usize - BURST - 3 * 64,
+        "the burst debited far more than it spent: {} left of {LIMIT} in the shared bucket",
+        shared.remaining
+    );
+}
+
 #[tokio::test]
 async fn a_cache_without_redis_misses_instead_of_failing() {
     let clock = ManualClock::new(Timestamp(1_750_000_000_000));

@@ -9,6 +9,12 @@
 //! are simply lost, so a busy multi-replica key may be refused up to 0.1 % early per replica.
 //! Keys at the default limits (1,200 per minute) get slices of one: every request asks Redis.
 //!
+//! **One refill at a time.** A burst finds a key's slice empty all at once. Rather than every
+//! request of the burst running the script (a thousand round trips, and Redis's CPU, where one
+//! would do), one request per key refills the slice while the others of that key wait for it
+//! and then spend what it brought. Keys with slices of one are not queued: each of their
+//! requests needs its own answer from Redis anyway.
+//!
 //! When Redis fails, the in-process limiter decides: each replica then enforces the limit on
 //! its own share of the traffic, which is looser but never blocks a request Redis would allow.
 
@@ -61,6 +67,8 @@ pub struct RedisRateLimiter {
     script: redis::Script,
     fallback: Arc<LocalRateLimiter>,
     slices: Mutex<HashMap<String, Slice>>,
+    /// Per key, held by the request refilling its slice (see "One refill at a time").
+    refills: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl RedisRateLimiter {
@@ -70,6 +78,22 @@ impl RedisRateLimiter {
             script: redis::Script::new(GCRA_SCRIPT),
             fallback,
             slices: Mutex::new(HashMap::new()),
+            refills: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key's refill gate, registered while in use.
+    fn refill_gate(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut refills = self.refills.lock().unwrap_or_else(|p| p.into_inner());
+        refills.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Forgets the key's refill gate once nobody else holds it.
+    fn release_gate(&self, key: &str, gate: Arc<tokio::sync::Mutex<()>>) {
+        let mut refills = self.refills.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's reference and ours: no other request is waiting on it.
+        if Arc::strong_count(&gate) == 2 {
+            refills.remove(key);
         }
     }
 
@@ -99,6 +123,27 @@ impl RateLimiter for RedisRateLimiter {
             return d;
         }
         let want = (limit / 1000).clamp(1, MAX_SLICE);
+        if want == 1 {
+            return self.take_slice(key, limit, want).await;
+        }
+        let gate = self.refill_gate(key);
+        let decision = {
+            let _refilling = gate.lock().await;
+            match self.spend_local(key, limit) {
+                // Refilled by the request this one waited for.
+                Some(d) => d,
+                None => self.take_slice(key, limit, want).await,
+            }
+        };
+        self.release_gate(key, gate);
+        decision
+    }
+}
+
+impl RedisRateLimiter {
+    /// Runs the script for up to `want` requests' worth of allowance: spends one now and keeps
+    /// the rest as the key's slice.
+    async fn take_slice(&self, key: &str, limit: u32, want: u32) -> RateDecision {
         let redis_key = self.redis.key(&format!("rl:{key}"));
         let result: Result<Vec<i64>, RedisError> = self
             .redis
