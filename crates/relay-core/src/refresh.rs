@@ -596,10 +596,19 @@ impl TokenService {
             return self.issue_entry(&entry, ReadPath::Joined);
         }
         // Otherwise (here or in another process) the row says.
-        let current = self.reload(id).await?;
+        let current = self
+            .store
+            .get_connection(id)
+            .await?
+            .ok_or(ServiceError::NotFound("connection"))?;
+        let someone_refreshed = current.version != seen_version;
+        if someone_refreshed {
+            // Only then is the row news to the cache (which held the version we saw); the
+            // usual case, nobody refreshed, goes to the provider without the round trip.
+            self.cache.put(CachedToken::from(&current)).await;
+        }
         ensure_usable(&current)?;
         let now = self.clock.now();
-        let someone_refreshed = current.version != seen_version;
         if self.satisfies(&current, now, &req) && (someone_refreshed || !req.force_refresh) {
             return self.issue(&current, ReadPath::Joined);
         }

@@ -164,15 +164,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let catalog = Arc::new(
         Catalog::new(http, config.providers.clone()).context("invalid provider configuration")?,
     );
-    let redis = match &config.redis.url {
-        Some(url) => {
-            let settings = RedisSettings {
-                url: url.clone(),
-                key_prefix: config.redis.key_prefix.clone(),
-                command_timeout: Duration::from_millis(config.redis.command_timeout_ms.max(1)),
-                cool_down: Duration::from_secs(1),
-            };
-            let redis = Redis::open(&settings).context("REDIS_URL is not a valid Redis URL")?;
+    let redis_settings = config.redis.url.as_ref().map(|url| RedisSettings {
+        url: url.clone(),
+        key_prefix: config.redis.key_prefix.clone(),
+        command_timeout: Duration::from_millis(config.redis.command_timeout_ms.max(1)),
+        cool_down: Duration::from_secs(1),
+    });
+    let redis = match &redis_settings {
+        Some(settings) => {
+            let redis = Redis::open(settings).context("REDIS_URL is not a valid Redis URL")?;
             info!(key_prefix = %config.redis.key_prefix, "redis configured: shared cache, flows, refresh lock and rate limits");
             Some(redis)
         }
@@ -222,15 +222,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         policy,
     )
     .with_audit(audit.clone());
-    if let Some(r) = &redis {
-        tokens = tokens.with_locks(Arc::new(RedisLocks::new(r.clone())));
-    }
-    let tokens = Arc::new(tokens);
     // Refreshes started by reads run on a runtime of their own: one that a burst of requests
     // cannot queue behind, and on which a refresh finishes even if its request goes away
     // (see TokenService::run_refreshes_on). Requests wait for them, so graceful shutdown
     // does too.
     let refresh_runtime = BackgroundRuntime::start("relay-refresh")?;
+    if let Some(settings) = &redis_settings {
+        // The refresh lock has a Redis connection of its own, made on the refresh runtime, so
+        // that its driver task runs there too: on the shared connection, whose driver runs on
+        // the serving runtime, taking the lock waited behind every request of a burst.
+        let lock_redis = Redis::open(settings).context("REDIS_URL is not a valid Redis URL")?;
+        let connecting = lock_redis.clone();
+        refresh_runtime.handle().spawn(async move {
+            // The connection is lazy: this makes it on the refresh runtime (a failure here is
+            // retried by the first lock; Redis being down never stops Relay).
+            let _ = connecting.ping(Duration::from_secs(2)).await;
+        });
+        tokens = tokens.with_locks(Arc::new(RedisLocks::new(lock_redis)));
+    }
+    let tokens = Arc::new(tokens);
     tokens.run_refreshes_on(refresh_runtime.handle());
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
