@@ -404,8 +404,14 @@ impl AuditSink for AuditLog {
 
 async fn write_batches(store: Arc<dyn AuditStore>, mut rx: mpsc::Receiver<Pending>, max: usize) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max);
+    let mut events: Vec<AuditEvent> = Vec::with_capacity(max);
+    let mut waiting = Vec::with_capacity(max);
     while rx.recv_many(&mut batch, max).await > 0 {
-        let events: Vec<AuditEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
+        // The events move into the batch; the callers' answer channels wait beside them.
+        for (event, done) in batch.drain(..) {
+            events.push(event);
+            waiting.push(done);
+        }
         let started = Instant::now();
         let result = store.append_audit(&events).await;
         metrics::histogram!("audit_batch_size").record(events.len() as f64);
@@ -423,7 +429,8 @@ async fn write_batches(store: Arc<dyn AuditStore>, mut rx: mpsc::Receiver<Pendin
                 Err(AuditError::Unavailable(e.to_string()))
             }
         };
-        for (_, done) in batch.drain(..) {
+        events.clear();
+        for done in waiting.drain(..) {
             // A caller that went away (request cancelled) no longer needs the answer.
             let _ = done.send(answer.clone());
         }
