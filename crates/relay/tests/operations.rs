@@ -171,6 +171,25 @@ async fn audit_trail(postgres: bool) {
             "{bad}: {body}"
         );
     }
+    // A read of a connection that is gone (or never was, or is another workspace's) is
+    // refused with 404 and recorded as a failed read: probing shows in the trail.
+    let (s, _) = relay
+        .get_json(&format!("/connections/{id}/token"), &key)
+        .await;
+    assert_eq!(s, 404);
+    let (_, latest) = audit(&relay, &key, "?limit=1").await;
+    let probe = &latest["records"][0];
+    assert_eq!(
+        (probe["action"].as_str(), probe["outcome"].as_str()),
+        (Some("token.read"), Some("failed")),
+        "{probe}"
+    );
+    assert_eq!(probe["connection_id"], id.as_str());
+    assert!(
+        probe["detail"].as_str().unwrap().contains("not found"),
+        "{probe}"
+    );
+
     // Another workspace sees none of it.
     let other = opts.create_api_key("globex").await;
     let (_, theirs) = audit(&relay, &other, "").await;
@@ -213,7 +232,7 @@ async fn audit_trail(postgres: bool) {
     let (ok, out, err) = opts.run(&["audit", "verify"]).await;
     assert!(ok, "{err}");
     assert!(
-        out.contains("audit log intact: 12 records in 3 workspaces"),
+        out.contains("audit log intact: 13 records in 3 workspaces"),
         "{out}"
     );
     let (ok, out, err) = opts
@@ -229,7 +248,7 @@ async fn audit_trail(postgres: bool) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(exported.len(), 8);
+    assert_eq!(exported.len(), 9);
     assert_eq!(exported[0]["action"], "api_key.created");
     assert_eq!(
         exported[7], records[0],

@@ -341,13 +341,14 @@ pub async fn get_connection_token(
     let issued = match result {
         Ok(issued) => issued,
         Err(e) => {
-            // A refused read of an existing connection is recorded too (best effort: the
-            // caller gets the original error either way).
+            // A refused read is recorded too, a read of a connection that does not exist (or
+            // is another workspace's) included, so that probing shows in the trail (best
+            // effort: the caller gets the original error either way).
             let read = match state.tokens.connection(&caller.workspace_id, &id).await {
                 Ok(conn) => read.connection(&conn),
                 Err(_) => read,
             };
-            if !matches!(e, ServiceError::NotFound(_) | ServiceError::Audit(_))
+            if !matches!(e, ServiceError::Audit(_))
                 && let Err(audit_error) = state.audit.record(read.failed(e.to_string())).await
             {
                 tracing::warn!(error = %audit_error, "a refused token read could not be audited");
