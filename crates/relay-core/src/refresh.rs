@@ -577,8 +577,14 @@ impl TokenService {
             None => handle.spawn(task),
         };
         refresh.await.unwrap_or_else(|e| {
+            // Not the panic's message: it is not ours to show, and could quote anything.
+            let what = if e.is_panic() {
+                "panicked"
+            } else {
+                "was cancelled"
+            };
             Err(ServiceError::Store(StoreError::Other(format!(
-                "the refresh task failed: {e}"
+                "the refresh task {what}"
             ))))
         })
     }

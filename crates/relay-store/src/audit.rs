@@ -208,6 +208,39 @@ macro_rules! impl_reads {
 impl_reads!(SqliteStore, Dialect::Sqlite);
 impl_reads!(PostgresStore, Dialect::Postgres);
 
+/// The heads this process last wrote, per workspace: the steady-state append of both dialects
+/// advances a head only if it is still one of these (a compare-and-swap), so it needs no lock.
+#[derive(Debug, Default)]
+pub(crate) struct KnownHeads(std::sync::Mutex<BTreeMap<String, AuditHead>>);
+
+impl KnownHeads {
+    pub(crate) fn remember(&self, heads: BTreeMap<String, AuditHead>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(heads);
+    }
+
+    /// The heads of these workspaces; `None` if any is unknown.
+    pub(crate) fn of(&self, workspaces: &[String]) -> Option<BTreeMap<String, AuditHead>> {
+        let heads = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        workspaces
+            .iter()
+            .map(|ws| heads.get(ws).map(|h| (ws.clone(), h.clone())))
+            .collect()
+    }
+}
+
+/// The audit writer's connection.
+#[derive(Debug)]
+enum WriterConnection {
+    /// Not opened yet, or dropped after an error: the next batch opens one.
+    Idle,
+    Open(sqlx::SqliteConnection),
+    /// The store was closed: no connection is opened any more.
+    Closed,
+}
+
 const COLUMNS: &str = "workspace_id, seq, at, action, outcome, api_key_id, actor_id, \
      connection_id, provider, request_id, client_addr, detail, prev_hash, hash";
 /// SQLite's steady-state head advance: only if the head is still the one this process last
@@ -260,37 +293,17 @@ fn sqlite_insert(rows: usize) -> String {
 #[derive(Debug)]
 pub struct SqliteAuditWriter {
     options: sqlx::sqlite::SqliteConnectOptions,
-    /// `None` until the first batch, after an error, and after `close`.
-    conn: tokio::sync::Mutex<Option<sqlx::SqliteConnection>>,
-    heads: std::sync::Mutex<BTreeMap<String, AuditHead>>,
-    /// Set by `close`: no new connection is opened once the store is closed.
-    closed: std::sync::atomic::AtomicBool,
+    conn: tokio::sync::Mutex<WriterConnection>,
+    heads: KnownHeads,
 }
 
 impl SqliteAuditWriter {
     pub(crate) fn new(options: sqlx::sqlite::SqliteConnectOptions) -> Self {
         Self {
             options,
-            conn: tokio::sync::Mutex::new(None),
-            heads: std::sync::Mutex::new(BTreeMap::new()),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            conn: tokio::sync::Mutex::new(WriterConnection::Idle),
+            heads: KnownHeads::default(),
         }
-    }
-
-    fn remember(&self, heads: BTreeMap<String, AuditHead>) {
-        self.heads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(heads);
-    }
-
-    /// The heads of these workspaces as this process last wrote them; `None` if any is unknown.
-    fn known_heads(&self, workspaces: &[String]) -> Option<BTreeMap<String, AuditHead>> {
-        let heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
-        workspaces
-            .iter()
-            .map(|ws| heads.get(ws).map(|h| (ws.clone(), h.clone())))
-            .collect()
     }
 
     /// Appends after the heads this process last wrote. `Ok(None)` when a head is unknown or
@@ -301,7 +314,7 @@ impl SqliteAuditWriter {
     ) -> Result<Option<Vec<AuditRecord>>, StoreError> {
         let err = |e| error::map(Dialect::Sqlite, e);
         let ws = workspaces(events);
-        let Some(heads) = self.known_heads(&ws) else {
+        let Some(heads) = self.heads.of(&ws) else {
             return Ok(None);
         };
         let (records, advanced) = chain(heads.clone(), events);
@@ -330,15 +343,12 @@ impl SqliteAuditWriter {
         }
 
         let mut slot = self.conn.lock().await;
-        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(err(sqlx::Error::PoolClosed));
-        }
-        if slot.is_none() {
+        if matches!(*slot, WriterConnection::Idle) {
             use sqlx::ConnectOptions;
-            *slot = Some(self.options.connect().await.map_err(err)?);
+            *slot = WriterConnection::Open(self.options.connect().await.map_err(err)?);
         }
-        let Some(conn) = slot.as_mut() else {
-            return Ok(None);
+        let WriterConnection::Open(conn) = &mut *slot else {
+            return Err(err(sqlx::Error::PoolClosed));
         };
         let outcome = match query.fetch_all(&mut *conn).await {
             Ok(advanced_heads) if advanced_heads.len() == ws.len() => sqlx::query("COMMIT")
@@ -359,14 +369,16 @@ impl SqliteAuditWriter {
         };
         match outcome {
             Ok(true) => {
-                self.remember(advanced);
+                self.heads.remember(advanced);
                 Ok(Some(records))
             }
             Ok(false) => Ok(None),
             Err(e) => {
                 // The transaction may still be open: closing the connection rolls it back,
                 // and the next batch opens a new one.
-                if let Some(conn) = slot.take() {
+                if let WriterConnection::Open(conn) =
+                    std::mem::replace(&mut *slot, WriterConnection::Idle)
+                {
                     let _ = sqlx::Connection::close(conn).await;
                 }
                 Err(err(e))
@@ -376,9 +388,9 @@ impl SqliteAuditWriter {
 
     pub(crate) async fn close(&self) {
         let mut slot = self.conn.lock().await;
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        if let Some(conn) = slot.take() {
+        if let WriterConnection::Open(conn) =
+            std::mem::replace(&mut *slot, WriterConnection::Closed)
+        {
             let _ = sqlx::Connection::close(conn).await;
         }
     }
@@ -447,7 +459,7 @@ impl AuditStore for SqliteStore {
         }
         let (records, heads) = self.append_locking(events).await?;
         if let Some(writer) = &self.audit {
-            writer.remember(heads);
+            writer.heads.remember(heads);
         }
         Ok(records)
     }
@@ -498,19 +510,6 @@ impl PostgresStore {
             .bind(col(|r| Some(r.hash.clone())))
     }
 
-    fn cached_head(&self, ws: &str) -> Option<AuditHead> {
-        self.audit_heads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(ws)
-            .cloned()
-    }
-
-    fn remember_heads(&self, heads: BTreeMap<String, AuditHead>) {
-        let mut cache = self.audit_heads.lock().unwrap_or_else(|p| p.into_inner());
-        cache.extend(heads);
-    }
-
     /// The steady state: one workspace whose head this process wrote last. `None` when the
     /// head moved (another writer) and the batch must take the locking path.
     async fn append_at_known_head(
@@ -536,7 +535,7 @@ impl PostgresStore {
         if inserted as usize != records.len() {
             return Ok(None);
         }
-        self.remember_heads(heads);
+        self.audit_heads.remember(heads);
         Ok(Some(records))
     }
 
@@ -576,7 +575,7 @@ impl PostgresStore {
                 .map_err(err)?;
         }
         tx.commit().await.map_err(err)?;
-        self.remember_heads(heads);
+        self.audit_heads.remember(heads);
         Ok(records)
     }
 }
@@ -589,7 +588,10 @@ impl AuditStore for PostgresStore {
         }
         let ws = workspaces(events);
         if let [only] = ws.as_slice()
-            && let Some(head) = self.cached_head(only)
+            && let Some(head) = self
+                .audit_heads
+                .of(std::slice::from_ref(only))
+                .and_then(|mut heads| heads.remove(only))
             && let Some(records) = self.append_at_known_head(only, head, events).await?
         {
             return Ok(records);

@@ -39,9 +39,7 @@ pub struct PostgresStore {
     pub(crate) pool: PgPool,
     /// The last audit head this process wrote per workspace, so that the next batch is one
     /// compare-and-swap statement instead of a locking transaction (see `audit.rs`).
-    pub(crate) audit_heads: std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<String, relay_core::audit::AuditHead>>,
-    >,
+    pub(crate) audit_heads: std::sync::Arc<crate::audit::KnownHeads>,
 }
 
 impl PostgresStore {

@@ -401,4 +401,38 @@ on_every_backend!(
     db group_commits_of_two_processes_keep_one_chain,
     db tampering_is_found_at_the_first_broken_record,
     db group_commit_stores_every_record_or_fails_its_caller,
+    db a_failed_append_stores_nothing_and_the_next_one_recovers,
 );
+
+/// A batch that fails in the steady state (here: the table is briefly gone) stores nothing and
+/// says so; the next batch, once the table is back, appends right after the last stored
+/// record (SQLite's audit writer drops the connection the failure left mid-transaction and
+/// opens a new one).
+async fn a_failed_append_stores_nothing_and_the_next_one_recovers(t: &TestDb) {
+    let store = t.db.audit_store();
+    let first = store
+        .append_audit(&[event("ws_f", 1, AuditAction::TokenRead)])
+        .await
+        .expect("append");
+    store
+        .append_audit(&[event("ws_f", 2, AuditAction::TokenRead)])
+        .await
+        .expect("append at the known head");
+    tamper(t, "ALTER TABLE audit_log RENAME TO audit_log_away").await;
+    let failed = store
+        .append_audit(&[event("ws_f", 3, AuditAction::TokenRead)])
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    tamper(t, "ALTER TABLE audit_log_away RENAME TO audit_log").await;
+    let stored = store
+        .append_audit(&[event("ws_f", 4, AuditAction::TokenRead)])
+        .await
+        .expect("the writer recovered");
+    assert_eq!(
+        stored[0].seq,
+        first[0].seq + 2,
+        "nothing of the failed batch was kept"
+    );
+    let report = audit::verify(store.as_ref(), None).await.expect("verify");
+    assert_eq!((report.records, report.broken), (3, None));
+}
