@@ -274,9 +274,22 @@ macro_rules! bind_record {
 
 /// `INSERT INTO audit_log ... VALUES (...), (...)` for `rows` records.
 fn sqlite_insert(rows: usize) -> String {
+    sqlite_insert_with("INSERT", rows)
+}
+
+/// The same, as `INSERT OR ROLLBACK`: a conflict ends the whole transaction instead of
+/// undoing the one statement. A statement that may fail halfway and be undone on its own
+/// needs a statement journal (every page it changes is copied first, spilled to a temporary
+/// file past 64 KiB); the steady-state writer rolls the whole batch back on any conflict
+/// anyway, so it does without that copy, which cost about a tenth of an audited read's CPU.
+fn sqlite_insert_or_rollback(rows: usize) -> String {
+    sqlite_insert_with("INSERT OR ROLLBACK", rows)
+}
+
+fn sqlite_insert_with(verb: &str, rows: usize) -> String {
     let one = format!("({})", ["?"; 14].join(", "));
     format!(
-        "INSERT INTO audit_log ({COLUMNS}) VALUES {};",
+        "{verb} INTO audit_log ({COLUMNS}) VALUES {};",
         vec![one; rows].join(", ")
     )
 }
@@ -323,7 +336,7 @@ impl SqliteAuditWriter {
             sql.push_str(ADVANCE_IF_HEAD_SQLITE);
         }
         for chunk in records.chunks(SQLITE_INSERT_ROWS) {
-            sql.push_str(&sqlite_insert(chunk.len()));
+            sql.push_str(&sqlite_insert_or_rollback(chunk.len()));
         }
         // Built from the constants above only: no data goes into the text, all of it is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -360,11 +373,9 @@ impl SqliteAuditWriter {
                 .await
                 .map(|_| false),
             // Another writer stored these sequence numbers: the head moved (its compare-and-
-            // swap matched nothing and the insert met the other writer's records).
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => sqlx::query("ROLLBACK")
-                .execute(&mut *conn)
-                .await
-                .map(|_| false),
+            // swap matched nothing and the insert met the other writer's records). The insert
+            // is `OR ROLLBACK`: SQLite has already rolled the transaction back.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
             Err(e) => Err(e),
         };
         match outcome {
