@@ -9,7 +9,7 @@ use relay_core::audit::{self, AuditAction, AuditEvent};
 use relay_core::{Clock, SystemClock};
 
 use crate::config::Config;
-use crate::runtime;
+use crate::{logging, runtime};
 
 #[derive(Parser)]
 #[command(
@@ -134,7 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let config = Config::load(cli.config.as_deref())?;
-    let telemetry = runtime::init_logging(&config.log_format);
+    let telemetry = logging::init_logging(&config.log_format);
     let result = run_command(cli.command, config).await;
     telemetry.shutdown();
     result

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod import;
 mod keys;
+mod logging;
 #[cfg(feature = "otel")]
 mod otel;
 mod runtime;

@@ -30,25 +30,6 @@ use url::Url;
 use crate::config::Config;
 use crate::keys;
 
-/// What logging set up that must be shut down at exit (the trace exporter, which flushes
-/// the spans it still holds).
-#[derive(Default)]
-pub struct Telemetry {
-    #[cfg(feature = "otel")]
-    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-}
-
-impl Telemetry {
-    pub fn shutdown(self) {
-        #[cfg(feature = "otel")]
-        if let Some(p) = self.provider
-            && let Err(e) = p.shutdown()
-        {
-            tracing::warn!(error = %e, "flushing traces failed");
-        }
-    }
-}
-
 /// A runtime for background work next to the serving one, shut down without waiting when
 /// dropped (dropping a runtime inside another one would panic).
 struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
@@ -78,53 +59,6 @@ impl Drop for BackgroundRuntime {
             runtime.shutdown_background();
         }
     }
-}
-
-pub fn init_logging(format: &str) -> Telemetry {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-
-    // One global filter for every output (logs and exported traces).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let fmt = if format == "json" {
-        fmt.json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .boxed()
-    } else {
-        fmt.boxed()
-    };
-    #[allow(unused_mut)]
-    let mut telemetry = Telemetry::default();
-    #[allow(unused_mut)]
-    let mut layers = vec![fmt];
-    #[cfg(feature = "otel")]
-    if crate::otel::configured() {
-        match crate::otel::layer() {
-            Ok((provider, layer)) => {
-                layers.push(layer.boxed());
-                telemetry.provider = Some(provider);
-            }
-            Err(e) => eprintln!("warning: OpenTelemetry export disabled: {e:#}"),
-        }
-    }
-    // Logging may already be initialised (tests); that is fine.
-    let _ = tracing_subscriber::registry()
-        .with(layers)
-        .with(filter)
-        .try_init();
-    #[cfg(not(feature = "otel"))]
-    if std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.trim().is_empty()) {
-        tracing::warn!(
-            "OTEL_EXPORTER_OTLP_ENDPOINT is set but this relay was built without the `otel` feature; no traces are exported"
-        );
-    }
-    telemetry
 }
 
 /// Opens the configured database and brings its schema up to date.
