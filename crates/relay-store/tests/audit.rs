@@ -402,6 +402,7 @@ on_every_backend!(
     db tampering_is_found_at_the_first_broken_record,
     db group_commit_stores_every_record_or_fails_its_caller,
     db a_failed_append_stores_nothing_and_the_next_one_recovers,
+    db a_head_changed_behind_the_writer_is_followed_not_overwritten,
 );
 
 /// A batch that fails in the steady state (here: the table is briefly gone) stores nothing and
@@ -435,4 +436,42 @@ async fn a_failed_append_stores_nothing_and_the_next_one_recovers(t: &TestDb) {
     );
     let report = audit::verify(store.as_ref(), None).await.expect("verify");
     assert_eq!((report.records, report.broken), (3, None));
+}
+
+/// The head a writer remembers changed without new records (here its hash; a restore from a
+/// backup could do the same): the steady-state append must notice, not write after the head
+/// it remembers. Its next record then chains from the head that is stored (and `verify`
+/// reports the break there), and the head advances to that record.
+async fn a_head_changed_behind_the_writer_is_followed_not_overwritten(t: &TestDb) {
+    let store = t.db.audit_store();
+    let first = store
+        .append_audit(&[event("ws_h", 1, AuditAction::TokenRead)])
+        .await
+        .expect("append");
+    let changed = "0".repeat(64);
+    tamper(
+        t,
+        &format!("UPDATE audit_heads SET hash = '{changed}' WHERE workspace_id = 'ws_h'"),
+    )
+    .await;
+    let second = store
+        .append_audit(&[event("ws_h", 2, AuditAction::TokenRead)])
+        .await
+        .expect("append after the changed head");
+    assert_eq!(second[0].seq, 2);
+    assert_eq!(second[0].prev_hash, changed, "chained from the stored head");
+    assert_ne!(second[0].prev_hash, first[0].hash);
+    // The head is the second record: the next append follows it in the steady state.
+    let third = store
+        .append_audit(&[event("ws_h", 3, AuditAction::TokenRead)])
+        .await
+        .expect("append");
+    assert_eq!(
+        (third[0].seq, third[0].prev_hash.as_str()),
+        (3, second[0].hash.as_str())
+    );
+    let report = audit::verify(store.as_ref(), Some(&ws("ws_h")))
+        .await
+        .expect("verify");
+    assert_eq!(report.broken.map(|b| b.seq), Some(2), "the break is where the head changed");
 }
