@@ -103,9 +103,9 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        // The rate-limit middleware already authenticated this request.
+        // The request middleware already authenticated this request (and made its span with
+        // the workspace).
         if let Some(caller) = parts.extensions.get::<Caller>() {
-            tracing::Span::current().record("workspace_id", caller.workspace_id.as_str());
             relay_core::audit::RequestContext::set_current_api_key(&caller.api_key_id);
             return Ok(caller.clone());
         }

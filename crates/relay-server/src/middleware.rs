@@ -32,7 +32,8 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// 2. `Authorization` and `Cookie` are marked sensitive, so no debug output shows them;
 /// 3. a span carrying the request id (on every log line of the request) and the audit
 ///    context (request id, client address, API key);
-/// 4. authentication and the caller's rate limit ([`rate_limit::admit`]);
+/// 4. authentication and the caller's rate limit ([`rate_limit::authenticate`],
+///    [`rate_limit::admit`]);
 /// 5. HTTP metrics by route template (never by raw path), method and status.
 pub(crate) async fn handle(
     State(state): State<AppState>,
@@ -50,11 +51,16 @@ pub(crate) async fn handle(
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip().to_string());
     let id = request_id.to_str().unwrap_or_default();
-    let span = tracing::info_span!("request", request_id = %id, %method, %route, workspace_id = tracing::field::Empty);
+    // Authenticated before the span is made, so that the span is made with the workspace
+    // (recording a field on a span afterwards costs the log formatter more); authentication
+    // logs nothing of its own.
+    let caller = rate_limit::authenticate(&state, req.headers()).await;
+    let workspace_id = caller.as_ref().map(|c| c.workspace_id.as_str());
+    let span = tracing::info_span!("request", request_id = %id, %method, %route, workspace_id);
     let context = relay_core::audit::RequestContext::new(id, client_addr);
     let mut resp = context
         .scope(async {
-            match rate_limit::admit(&state, &mut req).await {
+            match rate_limit::admit(&state, caller, &mut req).await {
                 Admission::Refused(refusal) => refusal,
                 Admission::Unauthenticated => next.run(req).await,
                 Admission::Admitted(decision) => {

@@ -1,8 +1,8 @@
 //! Per-API-key rate limits, enforced after authentication and before any handler.
 //!
-//! The request middleware ([`crate::middleware::handle`]) calls [`admit`]: it authenticates
-//! the caller (from the per-process key cache, so no database query per request), asks the
-//! limiter (Redis, shared by every replica, or in-process), and hands the caller on in the
+//! The request middleware ([`crate::middleware::handle`]) calls [`authenticate`] (from the
+//! per-process key cache, so no database query per request) and then [`admit`], which asks the
+//! limiter (Redis, shared by every replica, or in-process) and hands the caller on in the
 //! request's extensions so the handler does not check again.
 //! Every limited response carries the IETF draft `RateLimit-Limit`, `RateLimit-Remaining` and
 //! `RateLimit-Reset` headers; a refusal is 429 `rate_limited` with `Retry-After`.
@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use relay_core::coordination::{RateDecision, RateLimiter};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -36,12 +37,22 @@ pub(crate) enum Admission {
     Refused(Response),
 }
 
-/// Authenticates the caller and asks the limiter, before any handler runs.
-pub(crate) async fn admit(state: &AppState, req: &mut Request) -> Admission {
-    let Some(presented) = bearer(req.headers()) else {
-        return Admission::Unauthenticated;
-    };
-    let Ok(caller) = state.api_keys.authenticate(presented).await else {
+/// The caller of a request that presents a valid API key (from the per-process key cache),
+/// `None` otherwise: the handler's extractor then answers 401 in the envelope (or the route
+/// needs no key).
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<Caller> {
+    let presented = bearer(headers)?;
+    state.api_keys.authenticate(presented).await.ok()
+}
+
+/// Asks the limiter for an authenticated caller, before any handler runs, and hands the caller
+/// on in the request's extensions so that the handler does not authenticate again.
+pub(crate) async fn admit(
+    state: &AppState,
+    caller: Option<Caller>,
+    req: &mut Request,
+) -> Admission {
+    let Some(caller) = caller else {
         return Admission::Unauthenticated;
     };
     let per_minute = caller

@@ -473,5 +473,9 @@ async fn a_head_changed_behind_the_writer_is_followed_not_overwritten(t: &TestDb
     let report = audit::verify(store.as_ref(), Some(&ws("ws_h")))
         .await
         .expect("verify");
-    assert_eq!(report.broken.map(|b| b.seq), Some(2), "the break is where the head changed");
+    assert_eq!(
+        report.broken.map(|b| b.seq),
+        Some(2),
+        "the break is where the head changed"
+    );
 }

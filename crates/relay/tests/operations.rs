@@ -406,6 +406,14 @@ async fn request_ids_are_kept_screened_and_on_every_log_line_of_the_request() {
         .collect();
     assert!(ids.contains(generated_id.as_str()));
     assert!(ids.iter().all(|i| i.len() == 36 && !i.contains('\t')));
+    // The request's span also names the caller's workspace, on the refresh's line too.
+    let workspace = page["records"][0]["workspace_id"].as_str().unwrap();
+    let refreshed: serde_json::Value = serde_json::from_str(refreshed_line).unwrap();
+    assert_eq!(refreshed["span"]["request_id"], generated_id.as_str());
+    assert_eq!(
+        refreshed["span"]["workspace_id"], workspace,
+        "{refreshed_line}"
+    );
     assert!(relay.stop().await.success());
 }
 
