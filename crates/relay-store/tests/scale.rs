@@ -594,6 +594,112 @@ async fn a_burst_refills_a_slice_once_instead_of_once_per_request() {
     );
 }
 
+/// A loopback TCP proxy in front of the test Redis that can be cut (its connections closed,
+/// new ones closed at once) and restored: an outage after which Redis still holds its data,
+/// as after a network partition (a restarted Redis without persistence would have lost the
+/// entries, which proves nothing).
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    cut: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let cut = Arc::new(tokio::sync::watch::Sender::new(false));
+        let is_cut = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut_now = is_cut.subscribe();
+                if *cut_now.borrow() {
+                    continue; // dropped: closed at once
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_now.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// `host:port` of the test Redis.
+fn redis_host_port() -> String {
+    let url = redis_url();
+    let rest = url.trim_start_matches("redis://");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit('@').next().unwrap_or(authority).to_owned()
+}
+
+/// A replica that cannot reach Redis when a connection is deleted or refreshed leaves the old
+/// entry in Redis (the other replicas would keep serving it): it deletes the entry as soon as
+/// Redis answers again.
+#[tokio::test]
+async fn entries_redis_could_not_drop_during_an_outage_are_dropped_when_it_is_back() {
+    let Some(direct) = redis().await else { return };
+    let proxy = CuttableProxy::start(redis_host_port()).await;
+    let mut settings = RedisSettings::new(format!("redis://{}", proxy.addr));
+    settings.key_prefix = redis_prefix_of(&direct);
+    settings.command_timeout = Duration::from_millis(300);
+    settings.cool_down = Duration::from_millis(100);
+    let through_proxy = Redis::open(&settings).expect("valid url");
+    let clock = ManualClock::new(Timestamp(1_750_000_000_000));
+    let c: Arc<dyn Clock> = Arc::new(clock.clone());
+    // No in-process tiers: every read below is Redis's answer.
+    let replica = RedisCache::new(through_proxy, c.clone(), 0, Duration::from_secs(1));
+    let other_replica = RedisCache::new(direct, c, 0, Duration::from_secs(1));
+    let (deleted, refreshed) = (ConnectionId::generate(), ConnectionId::generate());
+    replica.put(entry(&deleted, 1, 1, &clock)).await;
+    replica.put(entry(&refreshed, 1, 1, &clock)).await;
+    assert!(other_replica.get(&deleted).await.is_some());
+    assert!(other_replica.get(&refreshed).await.is_some());
+
+    proxy.set_cut(true);
+    replica.invalidate(&deleted).await; // the connection was deleted
+    replica.put(entry(&refreshed, 2, 2, &clock)).await; // and the other one refreshed
+    assert_eq!(
+        other_replica.get(&deleted).await.map(|e| e.version),
+        Some(1),
+        "during the outage Redis still holds the deleted connection's entry"
+    );
+    assert_eq!(
+        other_replica.get(&refreshed).await.map(|e| e.version),
+        Some(1),
+        "and the refreshed one's old token"
+    );
+
+    proxy.set_cut(false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = (
+            other_replica.get(&deleted).await.is_some(),
+            other_replica.get(&refreshed).await.is_some(),
+        );
+        if left == (false, false) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis still holds (deleted, refreshed) entries {left:?} after it came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_cache_without_redis_misses_instead_of_failing() {
     let clock = ManualClock::new(Timestamp(1_750_000_000_000));
