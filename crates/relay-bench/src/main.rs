@@ -10,8 +10,10 @@
 //! Relay runs as users run it: API-key check, rate limiting, metrics and logs on.
 //!
 //! Usage (see scripts/bench.sh): `relay-bench --relay-bin target/release/relay [--duration-secs 10]
-//! [--connections 64] [--rss-connections 100000] [--only b,c,d,rss]`. The ceiling (a) is always
-//! measured: the other runs are compared with it.
+//! [--connections 64] [--rss-connections 100000] [--only b,c,d,rss] [--rounds 1]`. The ceiling
+//! (a) is always measured: the other runs are compared with it. With `--rounds N`, (a), (b) and
+//! (c) are measured in turn N times and the report gives the medians (each ratio is the median
+//! of the ratios within a round), which keeps the drift of a shared machine out of the ratios.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,9 @@ struct Options {
     redis_url: String,
     /// The runs to do (`--only b,d`); all of them by default.
     only: HashSet<String>,
+    /// How many times (a), (b) and (c) are measured in turn (`--rounds 3`); the report gives
+    /// the medians.
+    rounds: usize,
 }
 
 impl Options {
@@ -98,6 +103,10 @@ fn main() {
         only: arg(&args, "--only")
             .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
             .unwrap_or_default(),
+        rounds: arg(&args, "--rounds")
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(1),
     };
     if let Err(e) = runtime.block_on(run(opts)) {
         eprintln!("benchmark failed: {e}");
@@ -107,71 +116,200 @@ fn main() {
 
 async fn run(opts: Options) -> BenchResult<()> {
     let fake = FakeProvider::start(FakeProviderConfig::microsoft()).await;
-
-    // (a) the ceiling: always measured, the other runs are compared with it.
     let ceiling = ceiling_server().await?;
-    let a = wrk(&opts, &format!("http://{ceiling}/"), None).await?;
-    eprintln!("(a) ceiling: {a:?}");
-
-    // (b) SQLite, warm cache; the same process then holds the connections of the RSS run.
+    // (b) and the RSS run on SQLite; (c) and (d) on PostgreSQL + Redis. Both replicas are up
+    // for the whole benchmark, so that the rounds can alternate between them.
     let sqlite_dir = temp_dir("sqlite")?;
     let sqlite = RelayProcess::start(&opts, &sqlite_dir, &fake, None, &[]).await?;
-    let mut b = None;
-    if opts.runs("b") {
-        let conn_b = sqlite.import(&fake, "bench-b", 3600).await?;
-        sqlite.warm(&conn_b).await?;
-        let url = sqlite.url(&format!("/connections/{conn_b}/token"));
-        let measured = wrk(&opts, &url, Some(&sqlite.key)).await?;
-        eprintln!("(b) sqlite: {measured:?}");
-        b = Some(measured);
-    }
-
-    // (c) and (d) on PostgreSQL + Redis.
-    let (mut c, mut d) = (None, None);
-    if opts.runs("c") || opts.runs("d") {
-        (c, d) = postgres_runs(&opts, &fake).await?;
-    }
-
-    // Memory: the SQLite replica holding `rss_connections` connections, all cached.
-    let mut rss = None;
-    if opts.runs("rss") {
-        rss = Some(sqlite.rss_with(&fake, opts.rss_connections).await?);
+    let postgres = if opts.runs("c") || opts.runs("d") {
+        match PostgresRelay::start(&opts, &fake).await {
+            Ok(pg) => Some(pg),
+            Err(e) => {
+                sqlite.stop().await;
+                let _ = std::fs::remove_dir_all(&sqlite_dir);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let measured = measure(&opts, &fake, ceiling, &sqlite, postgres.as_ref()).await;
+    if let Some(pg) = postgres {
+        pg.stop(&opts).await;
     }
     sqlite.stop().await;
     let _ = std::fs::remove_dir_all(&sqlite_dir);
+    report(&opts, &measured?);
+    Ok(())
+}
 
+/// One round of the throughput runs, measured one after the other.
+struct Round {
+    a: Measured,
+    b: Option<Measured>,
+    c: Option<Measured>,
+}
+
+struct Report {
+    rounds: Vec<Round>,
+    /// The stampede and the refreshes that reached the provider.
+    d: Option<(Measured, u64)>,
+    rss_kb: Option<u64>,
+}
+
+async fn measure(
+    opts: &Options,
+    fake: &FakeProvider,
+    ceiling: std::net::SocketAddr,
+    sqlite: &RelayProcess,
+    postgres: Option<&PostgresRelay>,
+) -> BenchResult<Report> {
+    let mut token_url_b = None;
+    if opts.runs("b") {
+        let id = sqlite.import(fake, "bench-b", 3600).await?;
+        sqlite.warm(&id).await?;
+        token_url_b = Some(sqlite.url(&format!("/connections/{id}/token")));
+    }
+    let mut token_url_c = None;
+    if let Some(pg) = postgres.filter(|_| opts.runs("c")) {
+        let id = pg.relay.import(fake, "bench-c", 3600).await?;
+        pg.relay.warm(&id).await?;
+        token_url_c = Some(pg.relay.url(&format!("/connections/{id}/token")));
+    }
+
+    // (a), (b), (c) in turn, `rounds` times: on a machine whose speed drifts (a shared VM),
+    // each round's ratios compare runs made within seconds of each other.
+    let mut rounds = Vec::with_capacity(opts.rounds);
+    for round in 1..=opts.rounds {
+        let a = wrk(opts, &format!("http://{ceiling}/"), None).await?;
+        eprintln!("round {round} (a) ceiling: {a:?}");
+        let mut b = None;
+        if let Some(url) = &token_url_b {
+            let m = wrk(opts, url, Some(&sqlite.key)).await?;
+            eprintln!("round {round} (b) sqlite: {m:?}");
+            b = Some(m);
+        }
+        let mut c = None;
+        if let (Some(url), Some(pg)) = (&token_url_c, postgres) {
+            let m = wrk(opts, url, Some(&pg.relay.key)).await?;
+            eprintln!("round {round} (c) postgres + redis: {m:?}");
+            c = Some(m);
+        }
+        rounds.push(Round { a, b, c });
+    }
+
+    let mut d = None;
+    if let Some(pg) = postgres.filter(|_| opts.runs("d")) {
+        let id = pg.relay.import(fake, "bench-d", 5).await?;
+        fake.set_token_delay(PROVIDER_LATENCY);
+        let before = fake.refresh_requests();
+        let measured = stampede(&pg.relay, &id).await;
+        let refreshes = fake.refresh_requests() - before;
+        fake.set_token_delay(Duration::ZERO);
+        let measured = measured?;
+        eprintln!("(d) stampede: {measured:?}, {refreshes} refreshes");
+        d = Some((measured, refreshes));
+    }
+
+    // Memory: the SQLite replica holding `rss_connections` connections, all cached.
+    let mut rss_kb = None;
+    if opts.runs("rss") {
+        rss_kb = Some(sqlite.rss_with(fake, opts.rss_connections).await?);
+    }
+    Ok(Report { rounds, d, rss_kb })
+}
+
+/// The median (the mean of the two middle values for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// A run over the rounds: medians of its figures and of its ratios to the same round's
+/// ceiling.
+struct Summary {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rps_ratio: f64,
+    p99_ratio: f64,
+}
+
+fn summarize(rounds: &[Round], run: impl Fn(&Round) -> Option<Measured>) -> Option<Summary> {
+    let pairs: Vec<(Measured, Measured)> =
+        rounds.iter().filter_map(|r| Some((r.a, run(r)?))).collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let of = |f: &dyn Fn(&(Measured, Measured)) -> f64| median(pairs.iter().map(f).collect());
+    Some(Summary {
+        rps: of(&|(_, m)| m.rps),
+        p50_ms: of(&|(_, m)| m.p50_ms),
+        p99_ms: of(&|(_, m)| m.p99_ms),
+        rps_ratio: of(&|(a, m)| m.rps / a.rps),
+        p99_ratio: of(&|(a, m)| m.p99_ms / a.p99_ms),
+    })
+}
+
+fn report(opts: &Options, r: &Report) {
     println!();
     println!(
-        "Relay load benchmark: {} cores, wrk -t2 -c{} -d{}s, loopback only",
+        "Relay load benchmark: {} cores, wrk -t2 -c{} -d{}s, loopback only, {} round(s)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         opts.connections,
-        opts.duration_secs
+        opts.duration_secs,
+        r.rounds.len()
     );
+    if r.rounds.len() > 1 {
+        println!("| round | (a) rps | (b) rps | (b) vs (a) | (c) rps | (c) vs (a) |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for (i, round) in r.rounds.iter().enumerate() {
+            let cell = |m: Option<Measured>| match m {
+                Some(m) => format!("{:.0} | {:.0} %", m.rps, 100.0 * m.rps / round.a.rps),
+                None => "- | -".to_owned(),
+            };
+            println!(
+                "| {} | {:.0} | {} | {} |",
+                i + 1,
+                round.a.rps,
+                cell(round.b),
+                cell(round.c)
+            );
+        }
+        println!("Medians over the rounds (ratios: the median of each round's ratio):");
+    }
     println!("| run | requests/s | p50 ms | p99 ms | rps vs (a) | p99 vs (a) | target |");
     println!("|---|---:|---:|---:|---:|---:|---|");
-    let row = |name: &str, m: Measured, target: &str| {
+    let row = |name: &str, s: &Summary, target: &str| {
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {:.0} % | {:.2}× | {target} |",
-            m.rps,
-            m.p50_ms,
-            m.p99_ms,
-            100.0 * m.rps / a.rps,
-            m.p99_ms / a.p99_ms
+            s.rps,
+            s.p50_ms,
+            s.p99_ms,
+            100.0 * s.rps_ratio,
+            s.p99_ratio
         );
     };
-    row("(a) axum ceiling", a, "-");
+    if let Some(a) = summarize(&r.rounds, |round| Some(round.a)) {
+        row("(a) axum ceiling", &a, "-");
+    }
     let mut verdicts = Vec::new();
-    if let Some(b) = b {
-        row("(b) token, SQLite, warm", b, "≥ 70 %, p99 ≤ 1.5×");
-        let ok = b.rps >= 0.7 * a.rps && b.p99_ms <= 1.5 * a.p99_ms;
+    if let Some(b) = summarize(&r.rounds, |round| round.b) {
+        row("(b) token, SQLite, warm", &b, "≥ 70 %, p99 ≤ 1.5×");
+        let ok = b.rps_ratio >= 0.7 && b.p99_ratio <= 1.5;
         verdicts.push(format!("(b) {}", verdict(ok)));
     }
-    if let Some(c) = c {
-        row("(c) token, Postgres + Redis, warm", c, "≥ 50 %, p99 ≤ 2×");
-        let ok = c.rps >= 0.5 * a.rps && c.p99_ms <= 2.0 * a.p99_ms;
+    if let Some(c) = summarize(&r.rounds, |round| round.c) {
+        row("(c) token, Postgres + Redis, warm", &c, "≥ 50 %, p99 ≤ 2×");
+        let ok = c.rps_ratio >= 0.5 && c.p99_ratio <= 2.0;
         verdicts.push(format!("(c) {}", verdict(ok)));
     }
-    if let Some((d, refreshes)) = d {
+    if let Some((d, refreshes)) = r.d {
         println!(
             "| (d) stampede: {STAMPEDE} reads at expiry | - | {:.2} | {:.2} | - | - | 1 refresh, p99 < {} ms |",
             d.p50_ms,
@@ -182,7 +320,7 @@ async fn run(opts: Options) -> BenchResult<()> {
         let ok = refreshes == 1 && d.p99_ms < PROVIDER_LATENCY.as_millis() as f64 + 20.0;
         verdicts.push(format!("(d) {}", verdict(ok)));
     }
-    if let Some(rss) = rss {
+    if let Some(rss) = r.rss_kb {
         println!(
             "RSS with {} connections cached: {:.1} MB (target < 150 MB)",
             opts.rss_connections,
@@ -191,36 +329,45 @@ async fn run(opts: Options) -> BenchResult<()> {
         verdicts.push(format!("memory {}", verdict(rss < 150 * 1024)));
     }
     println!("targets: {}", verdicts.join(" "));
-    Ok(())
 }
 
-/// (c) the warm token read and (d) the stampede, on a fresh PostgreSQL database and Redis.
-async fn postgres_runs(
-    opts: &Options,
-    fake: &FakeProvider,
-) -> BenchResult<(Option<Measured>, Option<(Measured, u64)>)> {
-    let db_name = format!("relay_bench_{}", std::process::id());
-    psql(
-        &opts.postgres_admin_url,
-        &format!("CREATE DATABASE {db_name}"),
-    )
-    .await?;
-    // The database is on this host: TLS over loopback protects nothing, and with sqlx 0.9.0 it
-    // costs a ~40 ms Nagle stall per round trip (see docs/BENCHMARKS.md), so Relay connects
-    // without it, as docs/OPERATIONS.md recommends for a database on the same host.
-    let pg_url = format!(
-        "{}/{db_name}?sslmode=disable",
-        opts.postgres_admin_url
-            .rsplit_once('/')
-            .map(|(b, _)| b)
-            .unwrap_or(&opts.postgres_admin_url)
-    );
-    let pg_dir = temp_dir("pg")?;
-    let prefix = format!("relay-bench:{}:", std::process::id());
-    let result = async {
-        let pg = RelayProcess::start(
+/// The PostgreSQL + Redis replica of (c) and (d), on a database of its own (dropped at the
+/// end) and a key prefix of its own in Redis.
+struct PostgresRelay {
+    relay: RelayProcess,
+    db_name: String,
+    dir: PathBuf,
+}
+
+impl PostgresRelay {
+    async fn start(opts: &Options, fake: &FakeProvider) -> BenchResult<Self> {
+        let db_name = format!("relay_bench_{}", std::process::id());
+        psql(
+            &opts.postgres_admin_url,
+            &format!("CREATE DATABASE {db_name}"),
+        )
+        .await?;
+        // The database is on this host: TLS over loopback protects nothing, and with sqlx
+        // 0.9.0 it costs a ~40 ms Nagle stall per round trip (see docs/BENCHMARKS.md), so Relay
+        // connects without it, as docs/OPERATIONS.md recommends for a database on the same host.
+        let pg_url = format!(
+            "{}/{db_name}?sslmode=disable",
+            opts.postgres_admin_url
+                .rsplit_once('/')
+                .map(|(b, _)| b)
+                .unwrap_or(&opts.postgres_admin_url)
+        );
+        let dir = match temp_dir("pg") {
+            Ok(d) => d,
+            Err(e) => {
+                drop_database(opts, &db_name).await;
+                return Err(e);
+            }
+        };
+        let prefix = format!("relay-bench:{}:", std::process::id());
+        let started = RelayProcess::start(
             opts,
-            &pg_dir,
+            &dir,
             fake,
             Some(&pg_url),
             &[
@@ -228,38 +375,34 @@ async fn postgres_runs(
                 ("REDIS_KEY_PREFIX", &prefix),
             ],
         )
-        .await?;
-        let mut c = None;
-        if opts.runs("c") {
-            let conn_c = pg.import(fake, "bench-c", 3600).await?;
-            pg.warm(&conn_c).await?;
-            let url = pg.url(&format!("/connections/{conn_c}/token"));
-            let measured = wrk(opts, &url, Some(&pg.key)).await?;
-            eprintln!("(c) postgres + redis: {measured:?}");
-            c = Some(measured);
+        .await;
+        match started {
+            Ok(relay) => Ok(Self {
+                relay,
+                db_name,
+                dir,
+            }),
+            Err(e) => {
+                drop_database(opts, &db_name).await;
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
         }
-        let mut d = None;
-        if opts.runs("d") {
-            let conn_d = pg.import(fake, "bench-d", 5).await?;
-            fake.set_token_delay(PROVIDER_LATENCY);
-            let before = fake.refresh_requests();
-            let measured = stampede(&pg, &conn_d).await?;
-            let refreshes = fake.refresh_requests() - before;
-            fake.set_token_delay(Duration::ZERO);
-            eprintln!("(d) stampede: {measured:?}, {refreshes} refreshes");
-            d = Some((measured, refreshes));
-        }
-        pg.stop().await;
-        Ok::<_, String>((c, d))
     }
-    .await;
+
+    async fn stop(self, opts: &Options) {
+        self.relay.stop().await;
+        drop_database(opts, &self.db_name).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn drop_database(opts: &Options, db_name: &str) {
     let _ = psql(
         &opts.postgres_admin_url,
         &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
     )
     .await;
-    let _ = std::fs::remove_dir_all(&pg_dir);
-    result
 }
 
 fn verdict(ok: bool) -> &'static str {
