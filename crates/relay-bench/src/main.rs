@@ -152,6 +152,8 @@ struct Round {
 
 struct Report {
     rounds: Vec<Round>,
+    /// The SQLite replica's resident memory (kB) before the first round and after the last.
+    sqlite_rss_over_rounds: (u64, u64),
     /// The stampede and the refreshes that reached the provider.
     d: Option<(Measured, u64)>,
     rss_kb: Option<u64>,
@@ -180,6 +182,7 @@ async fn measure(
     // (a), (b), (c) in turn, `rounds` times: on a machine whose speed drifts (a shared VM),
     // each round's ratios compare runs made within seconds of each other.
     let mut rounds = Vec::with_capacity(opts.rounds);
+    let rss_before_rounds = sqlite.rss_kb()?;
     for round in 1..=opts.rounds {
         let a = wrk(opts, &format!("http://{ceiling}/"), None).await?;
         eprintln!("round {round} (a) ceiling: {a:?}");
@@ -197,6 +200,9 @@ async fn measure(
         }
         rounds.push(Round { a, b, c });
     }
+    // What the SQLite replica kept of the load: it must level off, not grow with the
+    // requests served (histogram samples once did, until upkeep folded them).
+    let sqlite_rss_over_rounds = (rss_before_rounds, sqlite.rss_kb()?);
 
     let mut d = None;
     if let Some(pg) = postgres.filter(|_| opts.runs("d")) {
@@ -216,7 +222,12 @@ async fn measure(
     if opts.runs("rss") {
         rss_kb = Some(sqlite.rss_with(fake, opts.rss_connections).await?);
     }
-    Ok(Report { rounds, d, rss_kb })
+    Ok(Report {
+        rounds,
+        sqlite_rss_over_rounds,
+        d,
+        rss_kb,
+    })
 }
 
 /// The median (the mean of the two middle values for an even count).
@@ -308,6 +319,14 @@ fn report(opts: &Options, r: &Report) {
         row("(c) token, Postgres + Redis, warm", &c, "≥ 50 %, p99 ≤ 2×");
         let ok = c.rps_ratio >= 0.5 && c.p99_ratio <= 2.0;
         verdicts.push(format!("(c) {}", verdict(ok)));
+    }
+    if r.rounds.iter().any(|round| round.b.is_some()) {
+        let (before, after) = r.sqlite_rss_over_rounds;
+        println!(
+            "SQLite replica RSS: {:.1} MB before the rounds, {:.1} MB after",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0
+        );
     }
     if let Some((d, refreshes)) = r.d {
         println!(
@@ -704,6 +723,11 @@ impl RelayProcess {
             "imported and read {n} connections in {:?}",
             started.elapsed()
         );
+        self.rss_kb()
+    }
+
+    /// The process's resident memory (`VmRSS`), in kB.
+    fn rss_kb(&self) -> BenchResult<u64> {
         let pid = self.child.id().ok_or("relay exited")?;
         let status =
             std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
