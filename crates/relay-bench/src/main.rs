@@ -277,17 +277,25 @@ fn report(opts: &Options, r: &Report) {
         r.rounds.len()
     );
     if r.rounds.len() > 1 {
-        println!("| round | (a) rps | (b) rps | (b) vs (a) | (c) rps | (c) vs (a) |");
-        println!("|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| round | (a) rps | (a) p99 ms | (b) rps | (b) vs (a) | (b) p99 ms | (c) rps | (c) vs (a) | (c) p99 ms |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (i, round) in r.rounds.iter().enumerate() {
             let cell = |m: Option<Measured>| match m {
-                Some(m) => format!("{:.0} | {:.0} %", m.rps, 100.0 * m.rps / round.a.rps),
-                None => "- | -".to_owned(),
+                Some(m) => format!(
+                    "{:.0} | {:.0} % | {:.2}",
+                    m.rps,
+                    100.0 * m.rps / round.a.rps,
+                    m.p99_ms
+                ),
+                None => "- | - | -".to_owned(),
             };
             println!(
-                "| {} | {:.0} | {} | {} |",
+                "| {} | {:.0} | {:.2} | {} | {} |",
                 i + 1,
                 round.a.rps,
+                round.a.p99_ms,
                 cell(round.b),
                 cell(round.c)
             );
