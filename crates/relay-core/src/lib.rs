@@ -15,6 +15,7 @@ pub mod connection;
 pub mod coordination;
 pub mod error;
 pub mod events;
+pub mod gates;
 pub mod ids;
 pub mod oauth;
 pub mod ports;

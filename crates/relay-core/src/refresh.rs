@@ -17,8 +17,7 @@
 //! connection `needs_reauth` only after re-reading that nobody else refreshed in the
 //! meantime; timeouts, 5xx and 429 are retried with backoff and never change the status.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -30,6 +29,7 @@ use crate::connection::{ACCESS_TOKEN, Connection, ConnectionStatus, REFRESH_TOKE
 use crate::coordination::{LockAttempt, NoLocks, RefreshLocks};
 use crate::error::{ServiceError, StoreError};
 use crate::events::{self, OAuthEvent};
+use crate::gates::KeyedGates;
 use crate::ids::{ActorId, ActorType, ConnectionId, ProviderName, Scopes, WorkspaceId};
 use crate::oauth::{OAuthError, ProviderGateway, TokenKind, TokenSet};
 use crate::ports::{CachedToken, ConnectionCache, ConnectionFilter, Store};
@@ -195,7 +195,8 @@ pub struct TokenService {
     policy: RefreshPolicy,
     /// Names this process in lease owners, for operators reading the table.
     instance: String,
-    gates: Mutex<HashMap<ConnectionId, Arc<tokio::sync::RwLock<()>>>>,
+    /// Per connection, the gate of this process's single flight (see `refresh_single_flight`).
+    gates: Arc<KeyedGates<ConnectionId, tokio::sync::RwLock<()>>>,
     /// Records refresh outcomes and re-authorization needs (see [`TokenService::with_audit`]).
     audit: Option<Arc<dyn AuditSink>>,
     /// Where refreshes run as tasks of their own (see [`TokenService::run_refreshes_on`]).
@@ -206,31 +207,6 @@ pub struct TokenService {
 struct RefreshRunner {
     service: std::sync::Weak<TokenService>,
     handle: tokio::runtime::Handle,
-}
-
-/// Removes a connection's gate from the map when the last user leaves it.
-struct GateGuard<'a> {
-    service: &'a TokenService,
-    id: ConnectionId,
-    gate: Option<Arc<tokio::sync::RwLock<()>>>,
-}
-
-impl Drop for GateGuard<'_> {
-    fn drop(&mut self) {
-        let gate = self.gate.take();
-        let mut gates = self
-            .service
-            .gates
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        drop(gate);
-        if gates
-            .get(&self.id)
-            .is_some_and(|g| Arc::strong_count(g) == 1)
-        {
-            gates.remove(&self.id);
-        }
-    }
 }
 
 impl TokenService {
@@ -251,7 +227,7 @@ impl TokenService {
             clock,
             policy,
             instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
-            gates: Mutex::new(HashMap::new()),
+            gates: Arc::default(),
             audit: None,
             runner: std::sync::OnceLock::new(),
         }
@@ -288,6 +264,11 @@ impl TokenService {
     pub fn with_locks(mut self, locks: Arc<dyn RefreshLocks>) -> Self {
         self.locks = locks;
         self
+    }
+
+    /// Connections with a refresh in flight in this process, or callers waiting on one.
+    pub fn refreshes_in_flight(&self) -> usize {
+        self.gates.len()
     }
 
     pub fn policy(&self) -> &RefreshPolicy {
@@ -475,24 +456,6 @@ impl TokenService {
         })
     }
 
-    /// The connection's gate, registered while the returned guard lives. The caller that
-    /// holds it for writing runs the refresh; the others wait for reading, so that they all
-    /// wake at once when it is done instead of passing a lock along one by one.
-    fn gate(&self, id: &ConnectionId) -> GateGuard<'_> {
-        let gate = {
-            let mut gates = self
-                .gates
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            gates.entry(id.clone()).or_default().clone()
-        };
-        GateGuard {
-            service: self,
-            id: id.clone(),
-            gate: Some(gate),
-        }
-    }
-
     /// A refresh that finished after the caller saw `seen_version`, taken from the cache (the
     /// refresher writes the database, then the cache).
     async fn refreshed_since(
@@ -532,11 +495,11 @@ impl TokenService {
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
         let waiting = std::time::Instant::now();
-        let guard = self.gate(id);
-        let gate = guard
-            .gate
-            .clone()
-            .ok_or(ServiceError::NotFound("connection"))?;
+        // The caller that holds the connection's gate for writing runs the refresh; the others
+        // wait for reading, so that they all wake at once when it is done instead of passing a
+        // lock along one by one.
+        let registered = self.gates.enter(id);
+        let gate = registered.gate().clone();
         let _held = match gate.clone().try_write_owned() {
             Ok(held) => held,
             Err(_) => {
@@ -562,13 +525,15 @@ impl TokenService {
         let Some((service, handle)) = runner else {
             return self.lead(id, seen_version, req).await;
         };
-        // The task holds the gate until the refresh is stored, so the waiters behind it keep
-        // waiting for its result even if this caller goes away. It runs in the request's span
+        // The task holds the gate (and its registration) until the refresh is stored, so the
+        // waiters behind it keep waiting for its result even if this caller goes away, and the
+        // gate is forgotten when the last of them is done. It runs in the request's span
         // and audit context (request id, client, API key).
         let id = id.clone();
         let task = async move {
             let result = service.lead(&id, seen_version, req).await;
             drop(_held);
+            drop(registered);
             result
         }
         .instrument(tracing::Span::current());

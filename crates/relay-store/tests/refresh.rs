@@ -936,4 +936,14 @@ async fn a_refresh_whose_caller_goes_away_still_stores_the_rotated_tokens(t: &Te
         h.provider.access(1)
     );
     assert_eq!(h.provider.calls(), 1);
+    // The task took the connection's gate with it and let go of it when done: nothing is left
+    // registered for a refresh whose caller went away.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while h.service.refreshes_in_flight() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gate of a finished refresh stayed registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use relay_core::coordination::{LocalRateLimiter, RateDecision, RateLimiter};
+use relay_core::gates::KeyedGates;
 
 use super::{Redis, RedisError, fell_back};
 
@@ -68,7 +69,7 @@ pub struct RedisRateLimiter {
     fallback: Arc<LocalRateLimiter>,
     slices: Mutex<HashMap<String, Slice>>,
     /// Per key, held by the request refilling its slice (see "One refill at a time").
-    refills: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    refills: Arc<KeyedGates<String, tokio::sync::Mutex<()>>>,
 }
 
 impl RedisRateLimiter {
@@ -78,22 +79,7 @@ impl RedisRateLimiter {
             script: redis::Script::new(GCRA_SCRIPT),
             fallback,
             slices: Mutex::new(HashMap::new()),
-            refills: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The key's refill gate, registered while in use.
-    fn refill_gate(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut refills = self.refills.lock().unwrap_or_else(|p| p.into_inner());
-        refills.entry(key.to_owned()).or_default().clone()
-    }
-
-    /// Forgets the key's refill gate once nobody else holds it.
-    fn release_gate(&self, key: &str, gate: Arc<tokio::sync::Mutex<()>>) {
-        let mut refills = self.refills.lock().unwrap_or_else(|p| p.into_inner());
-        // The map's reference and ours: no other request is waiting on it.
-        if Arc::strong_count(&gate) == 2 {
-            refills.remove(key);
+            refills: Arc::default(),
         }
     }
 
@@ -126,17 +112,13 @@ impl RateLimiter for RedisRateLimiter {
         if want == 1 {
             return self.take_slice(key, limit, want).await;
         }
-        let gate = self.refill_gate(key);
-        let decision = {
-            let _refilling = gate.lock().await;
-            match self.spend_local(key, limit) {
-                // Refilled by the request this one waited for.
-                Some(d) => d,
-                None => self.take_slice(key, limit, want).await,
-            }
-        };
-        self.release_gate(key, gate);
-        decision
+        let refill = self.refills.enter(&key.to_owned());
+        let _refilling = refill.gate().lock().await;
+        match self.spend_local(key, limit) {
+            // Refilled by the request this one waited for.
+            Some(d) => d,
+            None => self.take_slice(key, limit, want).await,
+        }
     }
 }
 
