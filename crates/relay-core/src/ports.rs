@@ -190,6 +190,9 @@ pub struct CachedToken {
     pub provider: ProviderName,
     /// Carried so that audit records of cached reads name the actor.
     pub actor_id: ActorId,
+    /// Carried, with the workspace, provider and actor, so that a refresh can take the
+    /// connection's Redis lock without reading the row first.
+    pub actor_type: ActorType,
     pub scopes: Scopes,
     pub token_type: String,
     /// Sealed bytes, bound to (workspace, connection, `access_token`).
@@ -218,6 +221,7 @@ impl From<&Connection> for CachedToken {
             workspace_id: c.workspace_id.clone(),
             provider: c.provider.clone(),
             actor_id: c.actor_id.clone(),
+            actor_type: c.actor_type.clone(),
             scopes: c.scopes.clone(),
             token_type: c.token_type.clone(),
             access_token: c.access_token.clone(),

@@ -26,7 +26,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::audit::{AuditAction, AuditEvent, AuditSink};
 use crate::clock::{Clock, Timestamp};
 use crate::connection::{ACCESS_TOKEN, Connection, ConnectionStatus, REFRESH_TOKEN, TokenUpdate};
-use crate::coordination::{LockAttempt, NoLocks, RefreshLocks};
+use crate::coordination::{LockAttempt, LockGuard, NoLocks, RefreshLocks};
 use crate::error::{ServiceError, StoreError};
 use crate::events::{self, OAuthEvent};
 use crate::gates::KeyedGates;
@@ -371,7 +371,7 @@ impl TokenService {
         };
         // Boxed: the refresh's state machine is large and rarely needed, and an unboxed one
         // would make every read's future that size (moved on every poll of the handler).
-        let issued = Box::pin(self.refresh_single_flight(&entry.id, seen_version, req)).await?;
+        let issued = Box::pin(self.refresh_single_flight(&entry, seen_version, req)).await?;
         let result = if issued.path == ReadPath::Refreshed {
             "performed"
         } else {
@@ -490,10 +490,11 @@ impl TokenService {
 
     async fn refresh_single_flight(
         &self,
-        id: &ConnectionId,
+        seen: &CachedToken,
         seen_version: i64,
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
+        let id = &seen.id;
         let waiting = std::time::Instant::now();
         // The caller that holds the connection's gate for writing runs the refresh; the others
         // wait for reading, so that they all wake at once when it is done instead of passing a
@@ -523,15 +524,15 @@ impl TokenService {
             .get()
             .and_then(|r| Some((r.service.upgrade()?, r.handle.clone())));
         let Some((service, handle)) = runner else {
-            return self.lead(id, seen_version, req).await;
+            return self.lead(seen, seen_version, req).await;
         };
         // The task holds the gate (and its registration) until the refresh is stored, so the
         // waiters behind it keep waiting for its result even if this caller goes away, and the
         // gate is forgotten when the last of them is done. It runs in the request's span
         // and audit context (request id, client, API key).
-        let id = id.clone();
+        let seen = seen.clone();
         let task = async move {
-            let result = service.lead(&id, seen_version, req).await;
+            let result = service.lead(&seen, seen_version, req).await;
             drop(_held);
             drop(registered);
             result
@@ -558,13 +559,43 @@ impl TokenService {
     /// refresh (coordinating with other processes).
     async fn lead(
         &self,
-        id: &ConnectionId,
+        seen: &CachedToken,
         seen_version: i64,
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
+        let id = &seen.id;
         // A refresh may also have finished between our read of the cache and now.
         if let Some(entry) = self.refreshed_since(id, seen_version, &req).await {
             return self.issue_entry(&entry, ReadPath::Joined);
+        }
+        // The usual case: nobody else is refreshing it. The lock, then the lease at once: the
+        // lease hands back the row, so the row is not read first (one database round trip less
+        // per refresh). A busy lock or lease takes the general path below, which reads the row
+        // and waits for the other refresh.
+        let lock_key = refresh_lock_key(
+            &seen.workspace_id,
+            &seen.actor_type,
+            &seen.provider,
+            &seen.actor_id,
+        );
+        let lock = match self.locks.try_lock(&lock_key, self.policy.lock_ttl).await {
+            LockAttempt::Acquired(guard) => Some(Some(guard)),
+            LockAttempt::Unavailable => Some(None),
+            LockAttempt::Busy => None,
+        };
+        if let Some(lock_guard) = lock {
+            let owner = self.lease_owner();
+            let now = self.clock.now();
+            let leased = self
+                .store
+                .try_acquire_lease(id, &owner, now, now.plus(self.policy.lease))
+                .await?;
+            if let Some(leased) = leased {
+                return self
+                    .refresh_leased(leased, seen_version, &owner, now, req, lock_guard)
+                    .await;
+            }
+            // The lease is taken (the lock, when held, is released here and taken again below).
         }
         // Otherwise (here or in another process) the row says.
         let current = self
@@ -591,7 +622,7 @@ impl TokenService {
         current: Connection,
         req: TokenRequest,
     ) -> Result<IssuedToken, ServiceError> {
-        let owner = format!("{}:{}", self.instance, random::token());
+        let owner = self.lease_owner();
         let wait_until = self
             .clock
             .now()
@@ -599,7 +630,12 @@ impl TokenService {
         let mut counted_locked = false;
         let mut current = current;
         let mut lease_wait = LeaseWait(None);
-        let lock_key = refresh_lock_key(&current);
+        let lock_key = refresh_lock_key(
+            &current.workspace_id,
+            &current.actor_type,
+            &current.provider,
+            &current.actor_id,
+        );
         // Held (when acquired) until this function returns: dropping it releases the lock.
         let mut lock_guard = None;
         loop {
@@ -629,18 +665,9 @@ impl TokenService {
             };
             match leased {
                 Some(leased) => {
-                    ensure_usable_or_release(self, &leased, &owner).await?;
-                    let refreshed_meanwhile = leased.version != current.version;
-                    if self.satisfies(&leased, now, &req)
-                        && (refreshed_meanwhile || !req.force_refresh)
-                    {
-                        self.store.release_lease(&leased.id, &owner, None).await?;
-                        self.cache.put(CachedToken::from(&leased)).await;
-                        return self.issue(&leased, ReadPath::Joined);
-                    }
-                    let result = self.refresh_under_lease(leased, &owner, req).await;
-                    drop(lock_guard);
-                    return result;
+                    return self
+                        .refresh_leased(leased, current.version, &owner, now, req, lock_guard)
+                        .await;
                 }
                 None => {
                     lease_wait.0.get_or_insert_with(std::time::Instant::now);
@@ -680,6 +707,35 @@ impl TokenService {
                 }
             }
         }
+    }
+
+    /// A lease owner's name: this process, and a random part for this attempt.
+    fn lease_owner(&self) -> String {
+        format!("{}:{}", self.instance, random::token())
+    }
+
+    /// Holding the lease (and the Redis lock, when Redis answered): serve a refresh that
+    /// another caller finished since `seen_version`, or refresh now. The lock is released when
+    /// the refresh is done.
+    async fn refresh_leased(
+        &self,
+        leased: Connection,
+        seen_version: i64,
+        owner: &str,
+        now: Timestamp,
+        req: TokenRequest,
+        lock_guard: Option<Box<dyn LockGuard>>,
+    ) -> Result<IssuedToken, ServiceError> {
+        ensure_usable_or_release(self, &leased, owner).await?;
+        let refreshed_meanwhile = leased.version != seen_version;
+        if self.satisfies(&leased, now, &req) && (refreshed_meanwhile || !req.force_refresh) {
+            self.store.release_lease(&leased.id, owner, None).await?;
+            self.cache.put(CachedToken::from(&leased)).await;
+            return self.issue(&leased, ReadPath::Joined);
+        }
+        let result = self.refresh_under_lease(leased, owner, req).await;
+        drop(lock_guard);
+        result
     }
 
     /// Refreshes under the lease, then records the outcome in the audit log.
@@ -1200,13 +1256,18 @@ fn usable(status: ConnectionStatus, reason: Option<&str>) -> Result<(), ServiceE
 
 /// The distributed lock's key. It names the grant (workspace, actor, provider), like the
 /// unique key of the row, so that every replica asks for the same lock.
-fn refresh_lock_key(conn: &Connection) -> String {
+fn refresh_lock_key(
+    workspace: &WorkspaceId,
+    actor_type: &ActorType,
+    provider: &ProviderName,
+    actor: &ActorId,
+) -> String {
     format!(
         "oauth:refresh:{}:{}:{}:{}",
-        conn.workspace_id.as_str(),
-        conn.actor_type.as_str(),
-        conn.provider.as_str(),
-        conn.actor_id.as_str()
+        workspace.as_str(),
+        actor_type.as_str(),
+        provider.as_str(),
+        actor.as_str()
     )
 }
 

@@ -281,6 +281,7 @@ fn entry(id: &ConnectionId, version: i64, token: u8, clock: &ManualClock) -> Cac
         workspace_id: WorkspaceId::from_stored("ws".into()),
         provider: ProviderName::from_stored("google".into()),
         actor_id: relay_core::ActorId::from_stored("user-1".into()),
+        actor_type: ActorType::user(),
         scopes: Scopes::from_stored("openid"),
         token_type: "Bearer".into(),
         access_token: vec![token; 8],

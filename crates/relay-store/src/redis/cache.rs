@@ -25,7 +25,9 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use futures_util::StreamExt;
 use relay_core::clock::{Clock, Timestamp};
 use relay_core::ports::{CachedToken, ConnectionCache};
-use relay_core::{ActorId, ConnectionId, ConnectionStatus, ProviderName, Scopes, WorkspaceId};
+use relay_core::{
+    ActorId, ActorType, ConnectionId, ConnectionStatus, ProviderName, Scopes, WorkspaceId,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{Redis, RedisError, fell_back};
@@ -297,6 +299,10 @@ struct Stored {
     ws: String,
     provider: String,
     actor: String,
+    /// Absent from entries written by an earlier Relay (during a rolling upgrade): such an
+    /// entry is read as a miss, and written again from the database, rather than guessed.
+    #[serde(default)]
+    actor_type: Option<String>,
     scopes: String,
     token_type: String,
     at: String,
@@ -312,6 +318,7 @@ fn encode(e: &CachedToken) -> String {
         ws: e.workspace_id.as_str().to_owned(),
         provider: e.provider.as_str().to_owned(),
         actor: e.actor_id.as_str().to_owned(),
+        actor_type: Some(e.actor_type.as_str().to_owned()),
         scopes: e.scopes.to_space_separated(),
         token_type: e.token_type.clone(),
         at: STANDARD_NO_PAD.encode(&e.access_token),
@@ -335,6 +342,7 @@ fn decode(raw: &str) -> Option<CachedToken> {
         workspace_id: WorkspaceId::from_stored(s.ws),
         provider: ProviderName::from_stored(s.provider),
         actor_id: ActorId::from_stored(s.actor),
+        actor_type: ActorType::from_stored(s.actor_type?),
         scopes: Scopes::from_stored(&s.scopes),
         token_type: s.token_type,
         access_token: STANDARD_NO_PAD.decode(s.at).ok()?,
@@ -357,6 +365,7 @@ mod tests {
             workspace_id: WorkspaceId::from_stored("ws".into()),
             provider: ProviderName::from_stored("google".into()),
             actor_id: ActorId::from_stored("user-1".into()),
+            actor_type: ActorType::user(),
             scopes: Scopes::from_stored("a b"),
             token_type: "Bearer".into(),
             access_token: vec![1, 2, 3, 250],
@@ -371,6 +380,10 @@ mod tests {
         assert!(!raw.contains("refresh"));
         assert_eq!(decode(&raw), Some(e));
         assert_eq!(decode("x:{}"), None);
+        // An entry of an earlier Relay, without the actor type, is a miss.
+        let earlier = raw.replace(r#""actor_type":"user","#, "");
+        assert_ne!(earlier, raw);
+        assert_eq!(decode(&earlier), None);
         assert_eq!(decode("garbage"), None);
     }
 }
