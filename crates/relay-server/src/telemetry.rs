@@ -138,7 +138,7 @@ const ACTION_ERROR_REASONS: [&str; 10] = [
 pub fn describe_actions(actions: &[(&str, &str)], breakers: &[(String, &str)]) {
     describe_counter!(
         "action_exec_total",
-        "Executes that reached a provider call, by provider family, action and status (success, error)"
+        "Executes that reached a provider call, by provider family, action and status (ok, error)"
     );
     describe_counter!(
         "action_error_total",
@@ -155,7 +155,7 @@ pub fn describe_actions(actions: &[(&str, &str)], breakers: &[(String, &str)]) {
     );
     for (family, action) in actions {
         let (family, action) = ((*family).to_owned(), (*action).to_owned());
-        for status in ["success", "error"] {
+        for status in ["ok", "error"] {
             metrics::counter!("action_exec_total", "provider" => family.clone(), "action" => action.clone(), "status" => status)
                 .increment(0);
         }

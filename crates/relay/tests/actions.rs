@@ -307,7 +307,7 @@ async fn gmail_preview_renders_exactly_what_execute_sends_once(backend: Backend)
     let metrics = w.metrics().await;
     assert!(
         metrics.contains(
-            "action_exec_total{provider=\"google\",action=\"gmail.send\",status=\"success\"} 1"
+            "action_exec_total{provider=\"google\",action=\"gmail.send\",status=\"ok\"} 1"
         ),
         "{metrics}"
     );

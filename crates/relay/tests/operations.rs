@@ -653,6 +653,60 @@ fn referenced_metrics(expr: &str) -> BTreeSet<String> {
     names
 }
 
+/// The label matchers of a PromQL expression: `(metric, label, operator, value)` for each
+/// `label="value"` / `label=~"re"` inside `metric{...}`, so that a dashboard selecting a label
+/// value Relay never exports (e.g. `status="success"` after it became `ok`) fails the test.
+fn label_matchers(expr: &str) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(open) = rest.find('{') {
+        let metric: String = rest[..open]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        let body = &rest[open + 1..open + close];
+        for matcher in body.split("\",").filter(|m| !m.trim().is_empty()) {
+            let (label, op_value) = matcher
+                .find(['=', '!'])
+                .map(|i| matcher.split_at(i))
+                .unwrap_or_else(|| panic!("a matcher without an operator in {expr}"));
+            let op: String = op_value
+                .chars()
+                .take_while(|c| matches!(c, '=' | '!' | '~'))
+                .collect();
+            let value = op_value[op.len()..].trim().trim_matches('"').to_owned();
+            out.push((metric.clone(), label.trim().to_owned(), op, value));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out
+}
+
+#[test]
+fn promql_label_matchers_are_extracted() {
+    let m = label_matchers(
+        r#"sum(rate(action_exec_total{status="ok",action=~"gmail.*"}[5m])) / sum(ready)"#,
+    );
+    let m: Vec<_> = m
+        .iter()
+        .map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str()))
+        .collect();
+    assert_eq!(
+        m,
+        [
+            ("action_exec_total", "status", "=", "ok"),
+            ("action_exec_total", "action", "=~", "gmail.*")
+        ]
+    );
+}
+
 fn deploy_file(rel: &str) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -739,6 +793,32 @@ async fn the_dashboard_and_alerts_use_only_metrics_relay_exports() {
             "{name} is referenced but not exported"
         );
     }
+    // Every label an expression selects on is one the metric carries, and every value it
+    // selects with `=` is one Relay exports (series are registered at zero from the start).
+    let series = samples(&text);
+    for (metric, label, op, value) in exprs.iter().flat_map(|e| label_matchers(e)) {
+        let of_metric: Vec<_> = series.iter().filter(|(n, _)| *n == metric).collect();
+        assert!(
+            of_metric
+                .iter()
+                .any(|(_, labels)| labels.iter().any(|(k, _)| *k == label)),
+            "{metric} has no label {label}"
+        );
+        if op == "=" {
+            assert!(
+                of_metric
+                    .iter()
+                    .any(|(_, labels)| labels.iter().any(|(k, v)| *k == label && *v == value)),
+                "{metric}{{{label}=\"{value}\"}} is selected but never exported"
+            );
+        }
+    }
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("action_exec_total{status=\"ok\"}")),
+        "the dashboard shows the share of executes with status=\"ok\""
+    );
     for must in [
         "token_read_seconds_bucket",
         "oauth_events_total",

@@ -536,7 +536,7 @@ impl ActionService {
             .record(started.elapsed().as_secs_f64());
         let stored = match outcome {
             Ok(result) => {
-                metrics::counter!("action_exec_total", "provider" => provider, "action" => descriptor.name, "status" => "success").increment(1);
+                metrics::counter!("action_exec_total", "provider" => provider, "action" => descriptor.name, "status" => "ok").increment(1);
                 info!(preview_id = %preview.id, action = descriptor.name, "action executed");
                 StoredOutcome {
                     ok: true,
