@@ -100,7 +100,11 @@ impl ProviderFamily {
 /// One action, as `GET /actions` lists it.
 #[derive(Debug, Clone)]
 pub struct ActionDescriptor {
+    /// The canonical name: what previews, audit records and metrics carry.
     pub name: &'static str,
+    /// Other names callers may use (those of the services Relay replaces, e.g.
+    /// `gmail.send_email`); they resolve to `name` before anything is stored or counted.
+    pub aliases: Vec<&'static str>,
     pub family: ProviderFamily,
     pub api: Api,
     pub description: &'static str,
@@ -114,6 +118,11 @@ pub struct ActionDescriptor {
 }
 
 impl ActionDescriptor {
+    /// Whether `action` names this action, by its canonical name or an alias.
+    pub fn answers_to(&self, action: &str) -> bool {
+        self.name == action || self.aliases.contains(&action)
+    }
+
     pub fn needs_connection(&self) -> bool {
         self.family != ProviderFamily::None
     }
@@ -148,8 +157,9 @@ pub struct ProviderFacts {
 pub enum ActionError {
     #[error("{0}")]
     Validation(String),
-    #[error("unknown action {0:?}")]
-    UnknownAction(String),
+    /// The name asked for (cut to 64 characters) and the list of known names.
+    #[error("unknown action {name:?}; known actions: {known}")]
+    UnknownAction { name: String, known: String },
     #[error("the provider {0} is disabled; set PROVIDER_{1}_ENABLED=true to execute actions")]
     ProviderDisabled(String, String),
     #[error("{0}")]
@@ -237,11 +247,31 @@ pub const REASONS: &[&str] = &[
 ];
 
 impl ActionError {
+    /// An unknown action name, with every known name (aliases in parentheses) in the message,
+    /// so a caller with a typo sees what it could have meant.
+    pub fn unknown_action(name: &str, descriptors: &[ActionDescriptor]) -> Self {
+        let known = descriptors
+            .iter()
+            .map(|d| {
+                if d.aliases.is_empty() {
+                    d.name.to_owned()
+                } else {
+                    format!("{} (also {})", d.name, d.aliases.join(", "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self::UnknownAction {
+            name: name.chars().take(64).collect(),
+            known,
+        }
+    }
+
     /// The stable reason code.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Validation(_) => "validation_error",
-            Self::UnknownAction(_) => "validation_error",
+            Self::UnknownAction { .. } => "validation_error",
             Self::ProviderDisabled(..) => "provider_disabled",
             Self::TokenMissing(_) => "oauth_token_missing",
             Self::TokenExpired(_) | Self::Unauthorized => "oauth_token_expired",
@@ -270,7 +300,7 @@ impl ActionError {
         matches!(
             self,
             Self::Validation(_)
-                | Self::UnknownAction(_)
+                | Self::UnknownAction { .. }
                 | Self::ProviderDisabled(..)
                 | Self::TokenMissing(_)
                 | Self::TokenExpired(_)

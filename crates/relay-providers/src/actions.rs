@@ -75,6 +75,8 @@ fn descriptors() -> Vec<ActionDescriptor> {
     vec![
         ActionDescriptor {
             name: "gmail.send",
+            // The names callers of the services Relay replaces use.
+            aliases: vec!["gmail.send_email", "google.gmail.send"],
             family: ProviderFamily::Google,
             api: Api::Gmail,
             description: "Send an email from the user's Gmail account.",
@@ -90,6 +92,7 @@ fn descriptors() -> Vec<ActionDescriptor> {
         },
         ActionDescriptor {
             name: "outlook.send",
+            aliases: vec![],
             family: ProviderFamily::Microsoft,
             api: Api::Outlook,
             description: "Send an email from the user's Microsoft 365 / Outlook account (Microsoft Graph sendMail).",
@@ -100,6 +103,7 @@ fn descriptors() -> Vec<ActionDescriptor> {
         },
         ActionDescriptor {
             name: "drive.extract",
+            aliases: vec![],
             family: ProviderFamily::Google,
             api: Api::Drive,
             description: "Read a Google Drive file's text (Docs, Sheets as a table, Slides, text files, PDF) and metadata.",
@@ -114,6 +118,7 @@ fn descriptors() -> Vec<ActionDescriptor> {
         },
         ActionDescriptor {
             name: "webhook.send",
+            aliases: vec![],
             family: ProviderFamily::None,
             api: Api::Webhook,
             description: "POST a JSON payload to a URL, signed per Standard Webhooks with the workspace's secret.",
@@ -404,7 +409,7 @@ impl ActionExecutor for ProviderActions {
                 Ok(drive::render(&id, self.settings.drive_max_bytes))
             }
             "webhook.send" => webhook::render(&self.settings.webhook, params).await,
-            other => Err(ActionError::UnknownAction(other.to_owned())),
+            other => Err(ActionError::unknown_action(other, &self.descriptors)),
         }
     }
 
@@ -423,7 +428,7 @@ impl ActionExecutor for ProviderActions {
             "gmail.send" => self.gmail_send(&req, provider, token).await,
             "outlook.send" => self.outlook_send(&req, provider, token).await,
             "drive.extract" => self.drive_extract(&req, provider, token).await,
-            other => Err(ActionError::UnknownAction(other.to_owned())),
+            other => Err(ActionError::unknown_action(other, &self.descriptors)),
         }
     }
 

@@ -434,6 +434,133 @@ async fn execute_is_refused_while_the_provider_is_disabled() {
     ), "{metrics}");
 }
 
+/// The names callers of the services Relay replaces use: `gmail.send_email` and
+/// `google.gmail.send` with `body` for the text. They are listed in `GET /actions`, and the
+/// preview, the audit record and the metrics carry the canonical `gmail.send`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aliases_resolve_to_the_canonical_action_and_unknown_names_list_the_known_ones() {
+    let Some(w) = world(Setup::default()).await else {
+        return;
+    };
+    let (s, list) = w.relay.get_json("/actions", &w.key).await;
+    assert_eq!(s, 200, "{list}");
+    let actions = list["actions"].as_array().unwrap();
+    let gmail = actions.iter().find(|a| a["name"] == "gmail.send").unwrap();
+    assert_eq!(
+        gmail["aliases"],
+        json!(["gmail.send_email", "google.gmail.send"])
+    );
+    assert!(
+        actions.iter().all(|a| a["aliases"].is_array()),
+        "every action lists its aliases (maybe none): {list}"
+    );
+
+    let (conn, _) = w.connect_google("u1", &[GMAIL_SEND]).await;
+    for (i, alias) in ["gmail.send_email", "google.gmail.send"].iter().enumerate() {
+        let (s, p) = w
+            .preview(json!({"action": alias, "connection_id": conn,
+                "params": {"to": "ann@example.com", "subject": format!("S{i}"), "body": "the body"}}))
+            .await;
+        assert_eq!(s, 201, "{alias}: {p}");
+        assert_eq!(p["action"], "gmail.send", "{alias}: {p}");
+        let raw = URL_SAFE_NO_PAD
+            .decode(p["rendered"]["raw"].as_str().unwrap())
+            .unwrap();
+        let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        assert_eq!(
+            parsed.body_text(0).as_deref().map(str::trim),
+            Some("the body")
+        );
+        let (s, done, _) = w.execute(p["preview_id"].as_str().unwrap(), None).await;
+        assert_eq!(s, 200, "{alias}: {done}");
+    }
+    assert_eq!(w.api.sent_messages().len(), 2);
+    let metrics = w.metrics().await;
+    assert!(
+        metrics.contains(
+            "action_exec_total{provider=\"google\",action=\"gmail.send\",status=\"ok\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("gmail.send_email") && !metrics.contains("google.gmail.send"),
+        "metrics carry the canonical name only"
+    );
+    let (s, audit) = w
+        .relay
+        .get_json("/audit?action=action.previewed", &w.key)
+        .await;
+    assert_eq!(s, 200, "{audit}");
+    assert_eq!(audit["records"].as_array().unwrap().len(), 2, "{audit}");
+    for record in audit["records"].as_array().unwrap() {
+        let detail = record.to_string();
+        assert!(detail.contains("gmail.send "), "{detail}");
+        assert!(!detail.contains("send_email"), "{detail}");
+    }
+
+    // Outlook takes `body` too (the same mail parameters).
+    let (s, p) = w
+        .preview(
+            json!({"action": "outlook.send", "provider": "microsoft", "actor_id": "nobody",
+            "params": {"to": "ann@example.com", "subject": "s", "body": "b"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&p)),
+        (404, "oauth_token_missing"),
+        "the parameters passed: {p}"
+    );
+
+    // Unknown names and unknown fields: 422, with what is known.
+    let (s, body) = w
+        .preview(json!({"action": "gmail.sendmail", "connection_id": conn, "params": {}}))
+        .await;
+    assert_eq!((s, code(&body)), (422, "validation_error"), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    for known in [
+        "gmail.send",
+        "gmail.send_email",
+        "google.gmail.send",
+        "outlook.send",
+        "drive.extract",
+        "webhook.send",
+    ] {
+        assert!(message.contains(known), "{message}");
+    }
+    let (s, body) = w
+        .preview(json!({"action": "gmail.send_email", "connection_id": conn,
+            "params": {"to": "a@example.com", "subject": "s", "text": "t", "attachments": []}}))
+        .await;
+    assert_eq!((s, code(&body)), (422, "validation_error"), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    for known in ["attachments", "to", "subject", "text", "body", "cc", "html"] {
+        assert!(message.contains(known), "{message}");
+    }
+    let (s, body) = w
+        .preview(json!({"action": "gmail.send", "connection_id": conn,
+            "params": {"to": "a@example.com", "subject": "s", "text": "t", "body": "b"}}))
+        .await;
+    assert_eq!(
+        (s, code(&body)),
+        (422, "validation_error"),
+        "text and body together are ambiguous: {body}"
+    );
+    let (s, body) = w
+        .relay
+        .post_json(
+            "/actions/preview",
+            &w.key,
+            &json!({"action": "gmail.send", "surprise": 1}),
+        )
+        .await;
+    assert_eq!(s, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    for known in ["surprise", "action", "connection_id", "params"] {
+        assert!(message.contains(known), "{message}");
+    }
+    assert_eq!(w.api.sent_messages().len(), 2, "refusals send nothing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_validation_errors_and_missing_connections_are_named() {
     let Some(w) = world(Setup::default()).await else {

@@ -330,6 +330,11 @@ export interface components {
         ActionView: {
             /** @description Any one of these granted scopes is enough. */
             accepted_scopes: string[];
+            /**
+             * @description Other names accepted for this action (e.g. `gmail.send_email`); previews, audit
+             *     records and metrics carry `name`.
+             */
+            aliases: string[];
             description: string;
             /** @description e.g. `gmail.send`. */
             name: string;

@@ -167,8 +167,8 @@ impl ActionService {
     fn descriptor(&self, action: &str) -> Result<&ActionDescriptor, ActionError> {
         self.descriptors()
             .iter()
-            .find(|d| d.name == action)
-            .ok_or_else(|| ActionError::UnknownAction(action.chars().take(64).collect()))
+            .find(|d| d.answers_to(action))
+            .ok_or_else(|| ActionError::unknown_action(action, self.descriptors()))
     }
 
     /// Validates, checks the connection, renders and stores a preview. Sends nothing.
@@ -585,7 +585,7 @@ impl ActionService {
     /// Counts an error that happened before any execution was claimed (preview errors,
     /// unknown previews), so `action_error_total` sees every refusal.
     pub fn count_error(&self, action: &str, err: &ActionError) {
-        let (provider, name) = match self.descriptors().iter().find(|d| d.name == action) {
+        let (provider, name) = match self.descriptors().iter().find(|d| d.answers_to(action)) {
             Some(d) => (d.family.as_str(), d.name),
             None => ("unknown", "unknown"),
         };

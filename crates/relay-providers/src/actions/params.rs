@@ -31,7 +31,9 @@ pub struct MailParams {
     /// Recipients: `a@example.com` or `Name <a@example.com>`, one or a list.
     pub to: Addresses,
     pub subject: String,
-    /// The plain-text body.
+    /// The plain-text body. `body` is accepted for it (the name callers of the services Relay
+    /// replaces use); giving both is refused as a duplicate.
+    #[serde(alias = "body")]
     pub text: String,
     #[serde(default)]
     pub cc: Vec<String>,

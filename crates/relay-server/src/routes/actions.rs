@@ -30,7 +30,7 @@ impl From<ActionError> for ApiError {
                 };
             }
             ActionError::Validation(_)
-            | ActionError::UnknownAction(_)
+            | ActionError::UnknownAction { .. }
             | ActionError::DestinationBlocked(_)
             | ActionError::UnsupportedFileType(_)
             | ActionError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -79,6 +79,9 @@ fn replayed_status(reason: &str) -> StatusCode {
 pub struct ActionView {
     /// e.g. `gmail.send`.
     name: &'static str,
+    /// Other names accepted for this action (e.g. `gmail.send_email`); previews, audit
+    /// records and metrics carry `name`.
+    aliases: Vec<&'static str>,
     /// `google`, `microsoft` or `webhook` (no connection needed).
     provider: &'static str,
     description: &'static str,
@@ -112,6 +115,7 @@ pub async fn list_actions(
         .iter()
         .map(|d| ActionView {
             name: d.name,
+            aliases: d.aliases.clone(),
             provider: d.family.as_str(),
             description: d.description,
             side_effect: match d.side_effect {

@@ -26,6 +26,8 @@ class ActionView:
     """ 
         Attributes:
             accepted_scopes (list[str]): Any one of these granted scopes is enough.
+            aliases (list[str]): Other names accepted for this action (e.g. `gmail.send_email`); previews, audit
+                records and metrics carry `name`.
             description (str):
             name (str): e.g. `gmail.send`.
             params_schema (ActionViewParamsSchema): JSON Schema of `params`.
@@ -35,6 +37,7 @@ class ActionView:
      """
 
     accepted_scopes: list[str]
+    aliases: list[str]
     description: str
     name: str
     params_schema: ActionViewParamsSchema
@@ -50,6 +53,10 @@ class ActionView:
     def to_dict(self) -> dict[str, Any]:
         from ..models.action_view_params_schema import ActionViewParamsSchema # noqa: PLC0415
         accepted_scopes = self.accepted_scopes
+
+
+
+        aliases = self.aliases
 
 
 
@@ -72,6 +79,7 @@ class ActionView:
         field_dict.update(self.additional_properties)
         field_dict.update({
             "accepted_scopes": accepted_scopes,
+            "aliases": aliases,
             "description": description,
             "name": name,
             "params_schema": params_schema,
@@ -89,6 +97,9 @@ class ActionView:
         from ..models.action_view_params_schema import ActionViewParamsSchema # noqa: PLC0415
         d = dict(src_dict)
         accepted_scopes = cast(list[str], d.pop("accepted_scopes"))
+
+
+        aliases = cast(list[str], d.pop("aliases"))
 
 
         description = d.pop("description")
@@ -109,6 +120,7 @@ class ActionView:
 
         action_view = cls(
             accepted_scopes=accepted_scopes,
+            aliases=aliases,
             description=description,
             name=name,
             params_schema=params_schema,
