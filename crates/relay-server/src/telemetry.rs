@@ -70,7 +70,7 @@ pub fn describe(providers: &[ProviderName]) {
     );
     describe_gauge!(
         "ready",
-        "1 when every required readiness check passes, else 0"
+        "1 when every required readiness check passes (ready or degraded: /ready answers 200), else 0"
     );
     relay_core::audit::describe_metrics();
 

@@ -208,10 +208,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(r) => Arc::new(RedisRateLimiter::new(r.clone(), local_limits)),
         None => local_limits,
     };
-    let readiness: Vec<Arc<dyn ReadinessCheck>> = redis
-        .iter()
-        .map(|r| Arc::new(RedisReadiness(r.clone())) as Arc<dyn ReadinessCheck>)
-        .collect();
+    let readiness: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(RedisReadiness(redis.clone()))];
     let return_to_allow = config
         .oauth
         .return_to_allow
@@ -495,8 +492,8 @@ async fn shutdown_signal() {
     info!("shutdown requested; finishing requests in flight");
 }
 
-/// `/ready` reports Redis when it is configured.
-struct RedisReadiness(Redis);
+/// `/ready` always reports Redis: `not configured` without it, else whether it answers.
+struct RedisReadiness(Option<Redis>);
 
 #[async_trait::async_trait]
 impl ReadinessCheck for RedisReadiness {
@@ -504,14 +501,21 @@ impl ReadinessCheck for RedisReadiness {
         "redis".to_owned()
     }
 
-    /// Redis is required when configured: without it this replica's limits and cache
-    /// diverge from the others' (reads still work, from the database).
+    /// Redis is not required: without it every path falls back to the database (cache,
+    /// flows, locks) or the process (rate limits), so the replica keeps serving and `/ready`
+    /// says `degraded` instead of taking it out of the load balancer.
     fn required(&self) -> bool {
-        true
+        false
     }
 
     async fn check(&self) -> CheckResult {
-        match self.0.ping(CHECK_TIMEOUT).await {
+        let Some(redis) = &self.0 else {
+            return CheckResult {
+                ok: true,
+                detail: Some("not configured".to_owned()),
+            };
+        };
+        match redis.ping(CHECK_TIMEOUT).await {
             Ok(()) => CheckResult::ok(),
             Err(relay_store::redis::RedisError::Timeout) => {
                 CheckResult::failed("redis did not answer within 2 s")

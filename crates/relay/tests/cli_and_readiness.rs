@@ -1,5 +1,6 @@
 //! The operations surface of the binary: migrations up and down, readiness that follows the
-//! database, API-key revocation, and the generated OpenAPI document.
+//! database (and reports Redis as degraded, not down), API-key revocation, and the generated
+//! OpenAPI document.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -36,6 +37,82 @@ async fn ready_turns_503_when_the_database_goes_away() {
     assert_eq!(last.1["checks"]["database"]["ok"], false);
     let (status, _) = relay.get_json("/health", "").await;
     assert_eq!(status, 200, "alive even when not ready");
+}
+
+/// Redis going away does not stop Relay from serving (cache, flows, locks fall back to the
+/// database, rate limits to the process), so `/ready` stays 200 and says `degraded`, with the
+/// Redis check failing; load balancers keep the replica. The Redis here is a private one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_degraded_not_503_when_redis_goes_away() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        return;
+    };
+    let fake = FakeProvider::start(FakeProviderConfig::google()).await;
+    let dir = TempDir::new();
+    let toml = format!(
+        "{FAST_REFRESH}{}",
+        provider_toml("test", "oidc", &fake.issuer(), "")
+    );
+    let opts = RelayOptions::new(dir.path(), &toml)
+        .with_env("REDIS_URL", &redis.url())
+        .with_env(
+            "REDIS_KEY_PREFIX",
+            &format!("relay-it:{}:", random_token(9)),
+        );
+    let key = opts.create_api_key("acme").await;
+    let relay = Relay::start(opts).await;
+    let (status, body) = relay.get_json("/ready", "").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["redis"]["ok"], true, "{body}");
+
+    redis.stop();
+    let (status, body) = relay.get_json("/ready", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["checks"]["redis"]["ok"], false, "{body}");
+    for check in ["database", "encryption_key", "audit_writer"] {
+        assert_eq!(body["checks"][check]["ok"], true, "{check}: {body}");
+    }
+    // And it does serve: a connection is stored and its token read, from the database.
+    let (access, refresh) = fake.issue_tokens_directly();
+    let (status, conn) = relay
+        .post_json(
+            "/connections",
+            &key,
+            &serde_json::json!({"provider": "test", "actor_id": "u1", "access_token": access,
+                "refresh_token": refresh, "expires_in": 3600}),
+        )
+        .await;
+    assert_eq!(status, 201, "{conn}");
+    let (status, token) = relay
+        .get_json(
+            &format!("/connections/{}/token", conn["id"].as_str().unwrap()),
+            &key,
+        )
+        .await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(token["access_token"], access.as_str());
+    let metrics = relay
+        .http
+        .get(relay.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.lines().any(|l| l == "ready 1"), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "readiness_check{check=\"redis\"} 0"),
+        "{metrics}"
+    );
+    assert!(relay.stop().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

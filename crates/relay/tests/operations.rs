@@ -842,9 +842,14 @@ async fn ready_lists_every_check() {
     let r = relay.http.get(relay.url("/ready")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let body: Value = r.json().await.unwrap();
-    for check in ["database", "encryption_key", "audit_writer"] {
+    assert_eq!(body["status"], "ready", "{body}");
+    for check in ["database", "encryption_key", "audit_writer", "redis"] {
         assert_eq!(body["checks"][check]["ok"], true, "{body}");
     }
+    assert_eq!(
+        body["checks"]["redis"]["detail"], "not configured",
+        "Redis is listed even without it: {body}"
+    );
     assert!(relay.stop().await.success());
 }
 

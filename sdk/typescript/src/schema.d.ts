@@ -276,7 +276,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: 200 when every required check passes, 503 otherwise. */
+        /**
+         * Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
+         *     (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
+         *     fails. Every check is always listed.
+         */
         get: operations["get_ready"];
         put?: never;
         post?: never;
@@ -533,7 +537,10 @@ export interface components {
             checks: {
                 [key: string]: components["schemas"]["Check"];
             };
-            /** @description `ready` or `not_ready`. */
+            /**
+             * @description `ready` (200), `degraded` (200: an optional check such as Redis fails, requests are
+             *     served from the database) or `not_ready` (503: a required check fails).
+             */
             status: string;
         };
         RotatedWebhookSecret: {
@@ -1477,7 +1484,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description OK */
+            /** @description ready or degraded */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1486,7 +1493,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
-            /** @description Service Unavailable */
+            /** @description not_ready: a required check fails */
             503: {
                 headers: {
                     [name: string]: unknown;

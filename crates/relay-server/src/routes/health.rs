@@ -1,7 +1,8 @@
 //! Liveness and readiness. `/health` answers while the process runs; `/ready` says whether
 //! this instance can serve: the database answers (2 s budget), the encryption key is loaded,
-//! and every required [`crate::readiness::ReadinessCheck`] passes (Redis when configured, the
-//! audit writer).
+//! and every required [`crate::readiness::ReadinessCheck`] passes (the audit writer). A failing
+//! optional check (Redis: every path falls back to the database) makes the instance
+//! `degraded`, still 200, so load balancers keep sending it traffic.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,25 +35,31 @@ pub struct Check {
 
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready` or `not_ready`.
+    /// `ready` (200), `degraded` (200: an optional check such as Redis fails, requests are
+    /// served from the database) or `not_ready` (503: a required check fails).
     status: &'static str,
     checks: BTreeMap<String, Check>,
 }
 
-/// Readiness: 200 when every required check passes, 503 otherwise.
+/// Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
+/// (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
+/// fails. Every check is always listed.
 #[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+    responses((status = 200, body = Readiness, description = "ready or degraded"),
+        (status = 503, body = Readiness, description = "not_ready: a required check fails")))]
 pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
     let (ready, checks) = evaluate(&state).await;
-    let status = if ready {
-        StatusCode::OK
+    let (status, word) = if !ready {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    } else if checks.values().all(|c| c.ok) {
+        (StatusCode::OK, "ready")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::OK, "degraded")
     };
     (
         status,
         axum::Json(Readiness {
-            status: if ready { "ready" } else { "not_ready" },
+            status: word,
             checks,
         }),
     )
@@ -68,8 +75,9 @@ pub async fn watch_readiness(state: AppState, every: Duration) {
     }
 }
 
-/// Runs every check; returns whether the instance is ready, and each check's result. Also
-/// sets the `ready` and `readiness_check{check}` gauges.
+/// Runs every check; returns whether the instance can serve (every required check passes:
+/// `degraded` counts as ready), and each check's result. Also sets the `ready` and
+/// `readiness_check{check}` gauges.
 async fn evaluate(state: &AppState) -> (bool, BTreeMap<String, Check>) {
     let mut checks = BTreeMap::new();
     let db = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {

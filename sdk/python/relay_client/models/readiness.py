@@ -26,7 +26,8 @@ class Readiness:
     """ 
         Attributes:
             checks (ReadinessChecks):
-            status (str): `ready` or `not_ready`.
+            status (str): `ready` (200), `degraded` (200: an optional check such as Redis fails, requests are
+                served from the database) or `not_ready` (503: a required check fails).
      """
 
     checks: ReadinessChecks

@@ -67,7 +67,9 @@ def sync_detailed(
     client: AuthenticatedClient | Client,
 
 ) -> Response[Readiness]:
-    """ Readiness: 200 when every required check passes, 503 otherwise.
+    """ Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
+    (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
+    fails. Every check is always listed.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -93,7 +95,9 @@ def sync(
     client: AuthenticatedClient | Client,
 
 ) -> Readiness | None:
-    """ Readiness: 200 when every required check passes, 503 otherwise.
+    """ Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
+    (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
+    fails. Every check is always listed.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -114,7 +118,9 @@ async def asyncio_detailed(
     client: AuthenticatedClient | Client,
 
 ) -> Response[Readiness]:
-    """ Readiness: 200 when every required check passes, 503 otherwise.
+    """ Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
+    (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
+    fails. Every check is always listed.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -140,7 +146,9 @@ async def asyncio(
     client: AuthenticatedClient | Client,
 
 ) -> Readiness | None:
-    """ Readiness: 200 when every required check passes, 503 otherwise.
+    """ Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
+    (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
+    fails. Every check is always listed.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
