@@ -5,6 +5,7 @@
 //! and the integration tests call the same function.
 
 pub mod auth;
+pub mod cors;
 pub mod error;
 mod extract;
 mod middleware;
@@ -132,6 +133,7 @@ fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 }
 
 pub fn router(state: AppState) -> Router {
+    let cors = state.settings.cors_allow_origins.layer();
     let (router, doc) = api().split_for_parts();
     let doc = complete(doc);
     let doc_json = doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
@@ -166,6 +168,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             middleware::handle,
         ))
+        // Outermost: a preflight carries no API key and is answered here, before
+        // authentication; every other answer (errors included) gets the CORS headers, so a
+        // page can read the error envelope and the request id.
+        .layer(tower::util::option_layer(cors))
         .with_state(state)
 }
 

@@ -64,6 +64,8 @@ pub struct ServerSettings {
     pub return_to_allow: Vec<Url>,
     /// The primary encryption key's id, reported by `/ready`.
     pub primary_key_id: String,
+    /// Origins allowed to call the API from a browser (`[server] cors_allow_origins`).
+    pub cors_allow_origins: crate::cors::CorsOrigins,
 }
 
 impl ServerSettings {
@@ -101,6 +103,7 @@ mod tests {
                 Url::parse("http://127.0.0.1:3000/").expect("url"),
             ],
             primary_key_id: String::new(),
+            cors_allow_origins: Default::default(),
         };
         let allowed = [
             "https://app.example.com/settings",

@@ -17,11 +17,13 @@
 //! [`webhook_receiver::WebhookReceiver`] play the APIs Relay calls with the tokens it keeps.
 //!
 //! Both are driven by the same browser stand-in, [`browser::browser_authorize`], which returns a
-//! [`browser::CallbackRedirect`]: the URL the provider sent the browser back to.
+//! [`browser::CallbackRedirect`]: the URL the provider sent the browser back to. Where only a
+//! real browser proves the point (CORS), [`chromium`] runs a page in headless Chromium.
 #![allow(clippy::unwrap_used)]
 
 pub mod api_server;
 pub mod browser;
+pub mod chromium;
 pub mod fake_google_api;
 pub mod fake_graph;
 pub mod fake_provider;

@@ -122,12 +122,17 @@ pub struct ServerConfig {
     /// After SIGTERM, how long requests (and the refreshes they wait on) may take to finish
     /// before the process exits anyway.
     pub shutdown_grace_secs: u64,
+    /// Origins whose pages may call the API from a browser (CORS), e.g.
+    /// `["https://studio.example.com"]`, or `["*"]`. Empty (the default): same origin only.
+    /// Env `RELAY_CORS_ALLOW_ORIGINS` (comma-separated) replaces it.
+    pub cors_allow_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             shutdown_grace_secs: 30,
+            cors_allow_origins: Vec::new(),
         }
     }
 }
@@ -306,6 +311,8 @@ pub struct Config {
     pub providers: BTreeMap<ProviderName, ProviderSettings>,
     pub actions: ActionsConfig,
     pub server: ServerConfig,
+    /// `server.cors_allow_origins`, checked.
+    pub cors_allow_origins: relay_server::cors::CorsOrigins,
     pub audit: AuditConfig,
     pub redis: RedisConfig,
     pub rate_limit: RateLimitConfig,
@@ -441,6 +448,12 @@ impl Config {
         if file.refresher.batch == 0 {
             bail!("refresher.batch must be at least 1");
         }
+        let mut server = file.server;
+        if let Some(list) = env("RELAY_CORS_ALLOW_ORIGINS") {
+            server.cors_allow_origins = list.split(',').map(|o| o.trim().to_owned()).collect();
+        }
+        let cors_allow_origins = relay_server::cors::CorsOrigins::parse(&server.cors_allow_origins)
+            .map_err(|e| anyhow::anyhow!("server.{e}"))?;
         Ok(Self {
             redis,
             rate_limit: file.rate_limit,
@@ -456,7 +469,8 @@ impl Config {
             cache: file.cache,
             providers,
             actions: file.actions,
-            server: file.server,
+            server,
+            cors_allow_origins,
             audit: file.audit,
         })
     }

@@ -261,6 +261,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         settings: Arc::new(ServerSettings {
             return_to_allow,
             primary_key_id,
+            cors_allow_origins: config.cors_allow_origins.clone(),
         }),
         metrics,
         audit,
