@@ -8,6 +8,7 @@
 pub mod actions;
 mod catalog;
 mod discovery;
+pub mod google_credentials;
 pub mod settings;
 pub mod token_client;
 

@@ -39,6 +39,10 @@ pub struct ProviderSettings {
     #[serde(default)]
     pub client_id: String,
     pub client_secret: Option<String>,
+    /// Google only: the OAuth client JSON downloaded from the Cloud console (`installed` or
+    /// `web`), read at start for the client id and secret and, when present, `auth_uri` and
+    /// `token_uri` (see [`crate::google_credentials`]). Env `GOOGLE_CREDENTIALS_FILE`.
+    pub credentials_file: Option<std::path::PathBuf>,
     pub scopes: Option<Vec<String>>,
     pub authorization_url: Option<String>,
     pub token_url: Option<String>,
@@ -61,6 +65,7 @@ impl std::fmt::Debug for ProviderSettings {
             .field("kind", &self.kind)
             .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
+            .field("credentials_file", &self.credentials_file)
             .field(
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "[redacted]"),

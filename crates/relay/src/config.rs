@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use relay_core::ProviderName;
 use relay_providers::{ProviderKind, ProviderSettings};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize, Default)]
@@ -401,6 +402,18 @@ impl Config {
                 entry.tenant = Some(t);
             }
         }
+        // GOOGLE_CREDENTIALS_FILE: the `google` provider from the console's OAuth client JSON.
+        if let Some(path) = env("GOOGLE_CREDENTIALS_FILE") {
+            let key = ProviderName::parse("google").map_err(|e| anyhow::anyhow!("{e}"))?;
+            let entry = providers.entry(key).or_insert_with(|| ProviderSettings {
+                kind: Some(ProviderKind::Google),
+                ..Default::default()
+            });
+            entry.credentials_file = Some(PathBuf::from(path));
+        }
+        for (name, settings) in providers.iter_mut() {
+            apply_credentials_file(name, settings)?;
+        }
         for (name, settings) in providers.iter_mut() {
             let var = format!(
                 "PROVIDER_{}_ENABLED",
@@ -480,6 +493,49 @@ impl Config {
             .parse()
             .with_context(|| format!("RELAY_LISTEN must be HOST:PORT, not {:?}", self.listen))
     }
+}
+
+/// Fills a Google provider's client id and secret (and, when the file has them, its
+/// authorization and token endpoints) from its `credentials_file`. Values also set in the
+/// table or the environment must agree with the file; endpoints set explicitly win. Errors
+/// never show the secret.
+fn apply_credentials_file(name: &ProviderName, s: &mut ProviderSettings) -> anyhow::Result<()> {
+    let Some(path) = s.credentials_file.clone() else {
+        return Ok(());
+    };
+    if s.kind != Some(ProviderKind::Google) {
+        bail!(
+            "[providers.{name}] credentials_file is Google's OAuth client JSON; it needs kind = \"google\""
+        );
+    }
+    let creds = relay_providers::google_credentials::GoogleClientCredentials::load(&path)
+        .map_err(|e| anyhow::anyhow!("[providers.{name}] credentials_file: {e}"))?;
+    if s.client_id.is_empty() {
+        s.client_id = creds.client_id;
+    } else if s.client_id != creds.client_id {
+        bail!(
+            "[providers.{name}] client_id {:?} differs from the one in {} ({:?}); set one of them",
+            s.client_id,
+            path.display(),
+            creds.client_id
+        );
+    }
+    let secret = creds.client_secret.expose_secret();
+    match &s.client_secret {
+        None => s.client_secret = Some(secret.to_owned()),
+        Some(given) if given == secret => {}
+        Some(_) => bail!(
+            "[providers.{name}] client_secret differs from the one in {} (neither is shown); set one of them",
+            path.display()
+        ),
+    }
+    if s.authorization_url.is_none() {
+        s.authorization_url = creds.auth_uri;
+    }
+    if s.token_url.is_none() {
+        s.token_url = creds.token_uri;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
