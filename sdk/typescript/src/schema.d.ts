@@ -504,6 +504,10 @@ export interface components {
          *     needed for `webhook.send`), and the parameters.
          */
         PreviewBody: {
+            /**
+             * @description The action's name or one of its `aliases` (`GET /actions`); the preview carries the
+             *     canonical name.
+             */
             action: string;
             actor_id?: string | null;
             actor_type?: string | null;

@@ -136,6 +136,8 @@ pub async fn list_actions(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewBody {
+    /// The action's name or one of its `aliases` (`GET /actions`); the preview carries the
+    /// canonical name.
     action: String,
     connection_id: Option<String>,
     provider: Option<String>,

@@ -28,7 +28,8 @@ class PreviewBody:
     needed for `webhook.send`), and the parameters.
 
         Attributes:
-            action (str):
+            action (str): The action's name or one of its `aliases` (`GET /actions`); the preview carries the
+                canonical name.
             actor_id (None | str | Unset):
             actor_type (None | str | Unset):
             connection_id (None | str | Unset):
