@@ -140,6 +140,15 @@ async fn unusable_origin_lists_are_refused_at_start() {
             "{origins}: {stderr}"
         );
     }
+    // The environment's list (comma-separated) replaces the file's and is checked the same way.
+    let dir = TempDir::new();
+    let opts = RelayOptions::new(dir.path(), &with_origins(&fake, "[]"))
+        .with_env("RELAY_CORS_ALLOW_ORIGINS", "https://studio.example.com, *");
+    let (ok, _, stderr) = tokio::time::timeout(Duration::from_secs(30), opts.run(&["serve"]))
+        .await
+        .expect("relay exits on a bad configuration");
+    assert!(!ok);
+    assert!(stderr.contains("cannot be combined"), "{stderr}");
 }
 
 /// The page both origins serve: it imports a connection with a POST (JSON body, API key,
