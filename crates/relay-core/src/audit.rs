@@ -1,5 +1,15 @@
 //! The audit log: one append-only record for every sensitive operation, chained per workspace
-//! by SHA-256 so that an edited, removed or reordered record is detected by [`verify`].
+//! by HMAC-SHA256 so that an edited, removed or reordered record is detected by [`verify`],
+//! and only Relay (which holds the key) can extend a chain.
+//!
+//! The MAC key ([`AuditKey`]) is derived from the master key by HKDF the first time a database
+//! needs it and then stored sealed by the vault ([`open_or_create_key`]): rotating the master
+//! key re-seals it, so records written before a rotation still verify after it. Records
+//! written by a Relay before keyed audit carry a plain SHA-256 (no [`KEYED_PREFIX`]); they
+//! still verify, but a chain must end with a keyed record (a later keyed record covers every
+//! record before it), so unkeyed records cannot be forged at the end or in the middle.
+//! Anchors ([`Anchor`]: a workspace's head kept outside the database) catch what no key can:
+//! the newest records deleted together with the head row.
 //!
 //! This module holds the rules (the record, its canonical encoding and hash, the verifier),
 //! the port storage implements ([`AuditStore`]), the handle services call ([`AuditSink`]),
@@ -41,10 +51,13 @@ pub enum AuditAction {
     ApiKeyCreated,
     ApiKeyRevoked,
     VaultResealed,
+    /// Keyed audit began: the record that seals a chain's unkeyed records (or starts the chain
+    /// of a workspace whose data predates the audit log).
+    AuditSealed,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 11] = [
+    pub const ALL: [AuditAction; 12] = [
         Self::ConnectionCreated,
         Self::TokenRead,
         Self::TokenRefreshed,
@@ -56,6 +69,7 @@ impl AuditAction {
         Self::ApiKeyCreated,
         Self::ApiKeyRevoked,
         Self::VaultResealed,
+        Self::AuditSealed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +85,7 @@ impl AuditAction {
             Self::ApiKeyCreated => "api_key.created",
             Self::ApiKeyRevoked => "api_key.revoked",
             Self::VaultResealed => "vault.resealed",
+            Self::AuditSealed => "audit.sealed",
         }
     }
 
@@ -237,12 +252,53 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-/// `SHA-256(prev_hash || canonical(record))`, lowercase hex.
-pub fn chain_hash(prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
+/// Keyed hashes start with this; a hash without it is a legacy unkeyed SHA-256 written by a
+/// Relay before keyed audit.
+pub const KEYED_PREFIX: &str = "hmac:";
+
+/// The key that chains audit records (HMAC-SHA256). `Debug` never prints it.
+pub struct AuditKey(ring::hmac::Key);
+
+impl AuditKey {
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+        Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes))
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey([redacted])")
+    }
+}
+
+fn chain_input(prev_hash: &str, seq: i64, event: &AuditEvent) -> Vec<u8> {
     let mut data = Vec::with_capacity(320);
     data.extend_from_slice(prev_hash.as_bytes());
     data.extend_from_slice(&event.canonical(seq));
-    crate::random::sha256_hex(&data)
+    data
+}
+
+/// `"hmac:" + HMAC-SHA256(key, prev_hash || canonical(record))`, lowercase hex: what every
+/// record Relay writes carries.
+pub fn chain_hash(key: &AuditKey, prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
+    let tag = ring::hmac::sign(&key.0, &chain_input(prev_hash, seq, event));
+    let mut out = String::with_capacity(KEYED_PREFIX.len() + 64);
+    out.push_str(KEYED_PREFIX);
+    for b in tag.as_ref() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// `SHA-256(prev_hash || canonical(record))`: records of a Relay before keyed audit. Only
+/// verified, never written.
+pub fn legacy_chain_hash(prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
+    crate::random::sha256_hex(&chain_input(prev_hash, seq, event))
+}
+
+/// Whether a stored hash is keyed (an HMAC) rather than a legacy SHA-256.
+pub fn is_keyed(hash: &str) -> bool {
+    hash.starts_with(KEYED_PREFIX)
 }
 
 /// The end of a workspace's chain: the last sequence number and hash (`0` and
@@ -262,9 +318,9 @@ impl AuditHead {
     }
 
     /// Appends `event` after this head: the record to store, and the new head.
-    pub fn append(&mut self, event: AuditEvent) -> AuditRecord {
+    pub fn append(&mut self, key: &AuditKey, event: AuditEvent) -> AuditRecord {
         let seq = self.seq + 1;
-        let hash = chain_hash(&self.hash, seq, &event);
+        let hash = chain_hash(key, &self.hash, seq, &event);
         let record = AuditRecord {
             seq,
             event,
@@ -313,6 +369,120 @@ pub trait AuditStore: Send + Sync + 'static {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Every workspace that has records (whether or not its head row is there).
+    async fn audit_workspaces(&self) -> Result<Vec<WorkspaceId>, StoreError>;
+    /// Every workspace holding data whose creation is audited (connections, API keys, action
+    /// previews): each must have a chain.
+    async fn workspaces_expecting_audit(&self) -> Result<Vec<WorkspaceId>, StoreError>;
+    /// The sealed audit MAC key, if one was stored.
+    async fn sealed_audit_key(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores the sealed audit MAC key: inserts it when `replacing` is `None` and none is
+    /// stored, or replaces `replacing` (a compare-and-swap, for re-sealing under a new master
+    /// key). `false` when another writer got there first.
+    async fn put_sealed_audit_key(
+        &self,
+        sealed: &[u8],
+        replacing: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+}
+
+/// What the vault binds the sealed audit key to.
+const AUDIT_KEY_BINDING: crate::vault::Binding<'static> = crate::vault::Binding {
+    workspace: SYSTEM_WORKSPACE,
+    record: "audit",
+    column: "audit_mac_key",
+};
+
+/// Why the audit key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditKeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the stored audit key does not open with the configured encryption keys ({0}); \
+         configure the key it was sealed with (OAUTH_ENCRYPTION_KEY_PREVIOUS during a rotation)"
+    )]
+    Sealed(crate::vault::VaultError),
+}
+
+/// The audit MAC key of this database: the stored one, opened with any key of the ring (and
+/// re-sealed under the primary key when an older key sealed it, so rotation never strands
+/// it); or, the first time, `derived` (from the primary master key:
+/// [`crate::vault::MasterKey::derive_audit_key`]) sealed and stored. Replicas starting at once
+/// with the same master key derive the same key, and only the first insert wins anyway.
+pub async fn open_or_create_key(
+    store: &dyn AuditStore,
+    keyring: &crate::vault::Keyring,
+    derived: &[u8; 32],
+    now: Timestamp,
+) -> Result<AuditKey, AuditKeyError> {
+    for _ in 0..3 {
+        let Some(sealed) = store.sealed_audit_key().await? else {
+            let sealed = keyring.seal(derived, AUDIT_KEY_BINDING);
+            store.put_sealed_audit_key(&sealed, None, now).await?;
+            continue;
+        };
+        let opened = keyring
+            .open(&sealed, AUDIT_KEY_BINDING)
+            .map_err(AuditKeyError::Sealed)?;
+        let bytes: [u8; 32] = opened
+            .as_slice()
+            .try_into()
+            .map_err(|_| AuditKeyError::Sealed(crate::vault::VaultError::Malformed))?;
+        if keyring.needs_reseal(&sealed) {
+            let resealed = keyring.seal(&bytes, AUDIT_KEY_BINDING);
+            // Losing this race is fine: another replica re-sealed the same key.
+            store
+                .put_sealed_audit_key(&resealed, Some(&sealed), now)
+                .await?;
+        }
+        let key = AuditKey::from_bytes(&bytes);
+        let mut bytes = bytes;
+        zeroize::Zeroize::zeroize(&mut bytes);
+        return Ok(key);
+    }
+    Err(StoreError::Conflict("the audit key changed concurrently three times".into()).into())
+}
+
+/// Starts keyed audit on a database that has none yet: every chain that ends with unkeyed
+/// records, and every workspace holding audited data but no chain (data older than the audit
+/// log), gets an `audit.sealed` record, keyed, which covers what came before it. Runs only
+/// while no chain has a keyed head (the first start of a Relay with keyed audit), so it can
+/// never seal records forged later. Returns how many chains it sealed.
+pub async fn seal_legacy_chains(
+    store: &dyn AuditStore,
+    sink: &dyn AuditSink,
+    now: Timestamp,
+) -> Result<usize, AuditError> {
+    let unavailable = |e: StoreError| AuditError::Unavailable(e.to_string());
+    let heads = store.audit_heads().await.map_err(unavailable)?;
+    if heads.iter().any(|(_, h)| is_keyed(&h.hash)) {
+        return Ok(0);
+    }
+    let mut todo: std::collections::BTreeMap<WorkspaceId, i64> = heads
+        .into_iter()
+        .filter(|(_, h)| h.seq > 0)
+        .map(|(ws, h)| (ws, h.seq))
+        .collect();
+    for ws in store
+        .workspaces_expecting_audit()
+        .await
+        .map_err(unavailable)?
+    {
+        todo.entry(ws).or_insert(0);
+    }
+    for (ws, unkeyed) in &todo {
+        let detail = if *unkeyed == 0 {
+            "keyed audit begins; this workspace's data predates the audit log".to_owned()
+        } else {
+            format!("keyed audit begins after {unkeyed} unkeyed records")
+        };
+        tracing::warn!(workspace_id = %ws, unkeyed_records = unkeyed, "sealing an audit chain written before keyed audit");
+        sink.record(AuditEvent::new(ws.clone(), AuditAction::AuditSealed, now).detail(detail))
+            .await?;
+    }
+    Ok(todo.len())
 }
 
 /// Why a record could not be stored. The operation it records must fail too.
@@ -494,19 +664,44 @@ impl std::fmt::Display for BrokenLink {
     }
 }
 
-/// Checks one workspace's records, fed oldest first.
-#[derive(Debug)]
-pub struct ChainVerifier {
-    workspace_id: WorkspaceId,
-    head: AuditHead,
+/// A workspace's head as it was at some moment, kept outside the database (a log line of
+/// the periodic anchor, or `relay audit heads`). The chain must still reach `seq`, and its
+/// record `seq` must still have this hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize)]
+pub struct Anchor {
+    pub workspace_id: WorkspaceId,
+    pub seq: i64,
+    pub hash: String,
 }
 
-impl ChainVerifier {
-    pub fn new(workspace_id: WorkspaceId) -> Self {
+/// Checks one workspace's records, fed oldest first.
+#[derive(Debug)]
+pub struct ChainVerifier<'k> {
+    workspace_id: WorkspaceId,
+    key: &'k AuditKey,
+    head: AuditHead,
+    /// Anchors of this workspace by seq.
+    anchors: std::collections::BTreeMap<i64, String>,
+}
+
+impl<'k> ChainVerifier<'k> {
+    pub fn new(workspace_id: WorkspaceId, key: &'k AuditKey) -> Self {
         Self {
             workspace_id,
+            key,
             head: AuditHead::genesis(),
+            anchors: Default::default(),
         }
+    }
+
+    /// Adds anchors; those of other workspaces are ignored.
+    pub fn with_anchors<'a>(mut self, anchors: impl IntoIterator<Item = &'a Anchor>) -> Self {
+        for a in anchors {
+            if a.workspace_id == self.workspace_id {
+                self.anchors.insert(a.seq, a.hash.clone());
+            }
+        }
+        self
     }
 
     fn broken(&self, seq: i64, reason: impl Into<String>) -> BrokenLink {
@@ -534,10 +729,23 @@ impl ChainVerifier {
                 "previous-hash does not match the record before it",
             ));
         }
-        if chain_hash(&record.prev_hash, record.seq, &record.event) != record.hash {
+        let recomputed = if is_keyed(&record.hash) {
+            chain_hash(self.key, &record.prev_hash, record.seq, &record.event)
+        } else {
+            legacy_chain_hash(&record.prev_hash, record.seq, &record.event)
+        };
+        if recomputed != record.hash {
             return Err(self.broken(
                 record.seq,
                 "hash does not match the record's content (edited)",
+            ));
+        }
+        if let Some(anchored) = self.anchors.get(&record.seq)
+            && anchored != &record.hash
+        {
+            return Err(self.broken(
+                record.seq,
+                "hash differs from the anchor kept outside the database (rewritten)",
             ));
         }
         self.head = AuditHead {
@@ -548,14 +756,38 @@ impl ChainVerifier {
     }
 
     /// After the last record: the chain must end where the stored head says (records removed
-    /// from the end are detected here).
-    pub fn finish(&self, head: &AuditHead) -> Result<(), BrokenLink> {
-        if &self.head != head {
+    /// from the end are detected here), with a keyed record (an unkeyed record at the end
+    /// could be forged by anyone), and reach every anchor.
+    pub fn finish(&self, head: Option<&AuditHead>) -> Result<(), BrokenLink> {
+        let next = self.head.seq + 1;
+        match head {
+            Some(head) if head != &self.head => {
+                return Err(self.broken(
+                    next,
+                    format!(
+                        "the chain ends at record {} but the head says {}",
+                        self.head.seq, head.seq
+                    ),
+                ));
+            }
+            None if self.head.seq > 0 => {
+                return Err(self.broken(next, "the head row is missing (deleted)"));
+            }
+            _ => {}
+        }
+        if self.head.seq > 0 && !is_keyed(&self.head.hash) {
             return Err(self.broken(
-                self.head.seq + 1,
+                self.head.seq,
+                "the chain ends with an unkeyed record (forged, or written by an older Relay \
+                 and not yet followed by a keyed record)",
+            ));
+        }
+        if let Some((&seq, _)) = self.anchors.range(next..).next_back() {
+            return Err(self.broken(
+                next,
                 format!(
-                    "the chain ends at record {} but the head says {}",
-                    self.head.seq, head.seq
+                    "the chain ends at record {} but an anchor shows it reached {seq} (records removed)",
+                    self.head.seq
                 ),
             ));
         }
@@ -568,28 +800,50 @@ impl ChainVerifier {
 pub struct VerifyReport {
     pub workspaces: usize,
     pub records: u64,
+    /// How many anchors were checked.
+    pub anchors: usize,
     /// The first broken link, if any (workspaces in id order).
     pub broken: Option<BrokenLink>,
 }
 
-/// Verifies every workspace's chain (or only `only`), stopping at the first broken link.
+/// Verifies every workspace's chain (or only `only`) against `key` and `anchors`, stopping at
+/// the first broken link. Every workspace counts that has records, a head, audited data
+/// (a workspace with connections whose whole chain was deleted is reported), or an anchor.
 pub async fn verify(
     store: &dyn AuditStore,
+    key: &AuditKey,
     only: Option<&WorkspaceId>,
+    anchors: &[Anchor],
 ) -> Result<VerifyReport, StoreError> {
-    let mut heads = store.audit_heads().await?;
-    heads.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    use std::collections::{BTreeMap, BTreeSet};
+    let heads: BTreeMap<WorkspaceId, AuditHead> = store
+        .audit_heads()
+        .await?
+        .into_iter()
+        .filter(|(_, h)| h.seq > 0)
+        .collect();
+    let expecting: BTreeSet<WorkspaceId> = store
+        .workspaces_expecting_audit()
+        .await?
+        .into_iter()
+        .collect();
+    let mut all: BTreeSet<WorkspaceId> = store.audit_workspaces().await?.into_iter().collect();
+    all.extend(heads.keys().cloned());
+    all.extend(expecting.iter().cloned());
+    all.extend(anchors.iter().map(|a| a.workspace_id.clone()));
     let mut report = VerifyReport {
         workspaces: 0,
         records: 0,
+        anchors: 0,
         broken: None,
     };
-    for (ws, head) in heads {
+    for ws in all {
         if only.is_some_and(|o| o != &ws) {
             continue;
         }
         report.workspaces += 1;
-        let mut verifier = ChainVerifier::new(ws.clone());
+        report.anchors += anchors.iter().filter(|a| a.workspace_id == ws).count();
+        let mut verifier = ChainVerifier::new(ws.clone(), key).with_anchors(anchors);
         let mut after = 0;
         loop {
             let page = store.audit_range(&ws, after, 1000).await?;
@@ -603,12 +857,40 @@ pub async fn verify(
                 report.records += 1;
             }
         }
-        if let Err(b) = verifier.finish(&head) {
+        if after == 0 && expecting.contains(&ws) {
+            report.broken = Some(BrokenLink {
+                workspace_id: ws,
+                seq: 1,
+                reason: "the workspace holds connections, API keys or previews but has no audit \
+                         chain (deleted)"
+                    .into(),
+            });
+            return Ok(report);
+        }
+        if let Err(b) = verifier.finish(heads.get(&ws)) {
             report.broken = Some(b);
             return Ok(report);
         }
     }
     Ok(report)
+}
+
+/// Reads anchors from JSON lines: `relay audit heads` output, or Relay's JSON log lines of
+/// the periodic `audit anchor` (other lines, and lines that are not JSON, are skipped, so a
+/// whole log file can be given). Lines naming a workspace, seq and hash count.
+pub fn parse_anchors(text: &str) -> Vec<Anchor> {
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line.trim()).ok())
+        .filter_map(|v| {
+            let fields = v.get("fields").filter(|f| f.is_object()).unwrap_or(&v);
+            serde_json::from_value::<Anchor>(serde_json::json!({
+                "workspace_id": fields.get("workspace_id")?,
+                "seq": fields.get("seq")?,
+                "hash": fields.get("hash")?,
+            }))
+            .ok()
+        })
+        .collect()
 }
 
 /// Registers the audit writer's metrics so they are exported from the first scrape.
@@ -653,17 +935,31 @@ mod tests {
         .connection_id(format!("conn_{n}"))
     }
 
+    fn key() -> AuditKey {
+        AuditKey::from_bytes(&[7u8; 32])
+    }
+
     fn chain(ws: &str, n: i64) -> Vec<AuditRecord> {
         let mut head = AuditHead::genesis();
-        (1..=n).map(|i| head.append(event(ws, i))).collect()
+        (1..=n).map(|i| head.append(&key(), event(ws, i))).collect()
     }
 
     fn verify_all(records: &[AuditRecord], head: &AuditHead) -> Result<(), BrokenLink> {
-        let mut v = ChainVerifier::new(WorkspaceId::from_stored("ws".into()));
+        verify_anchored(records, head, &[])
+    }
+
+    fn verify_anchored(
+        records: &[AuditRecord],
+        head: &AuditHead,
+        anchors: &[Anchor],
+    ) -> Result<(), BrokenLink> {
+        let key = key();
+        let mut v =
+            ChainVerifier::new(WorkspaceId::from_stored("ws".into()), &key).with_anchors(anchors);
         for r in records {
             v.check(r)?;
         }
-        v.finish(head)
+        v.finish(Some(head))
     }
 
     fn head_of(records: &[AuditRecord]) -> AuditHead {
@@ -695,7 +991,7 @@ mod tests {
 
         let mut rehashed = original.clone();
         rehashed[2].event.outcome = AuditOutcome::Failed;
-        rehashed[2].hash = chain_hash(&rehashed[2].prev_hash, 3, &rehashed[2].event);
+        rehashed[2].hash = chain_hash(&key(), &rehashed[2].prev_hash, 3, &rehashed[2].event);
         assert_eq!(verify_all(&rehashed, &head).expect_err("relinked").seq, 4);
 
         let mut removed = original.clone();
@@ -712,18 +1008,110 @@ mod tests {
     }
 
     #[test]
+    fn only_the_key_holder_can_extend_or_rewrite_a_chain() {
+        let original = chain("ws", 4);
+        assert!(original.iter().all(|r| is_keyed(&r.hash)));
+        let other_key = AuditKey::from_bytes(&[8u8; 32]);
+
+        // A record appended with another key (or none) does not verify.
+        let mut forged = original.clone();
+        let mut head = head_of(&forged);
+        forged.push(head.append(&other_key, event("ws", 5)));
+        assert_eq!(verify_all(&forged, &head).expect_err("wrong key").seq, 5);
+
+        // The newest record rewritten with a recomputed unkeyed hash: the chain now ends
+        // unkeyed, which nobody but an older Relay could have written.
+        let mut unkeyed = original.clone();
+        unkeyed[3].event.outcome = AuditOutcome::Failed;
+        unkeyed[3].hash = legacy_chain_hash(&unkeyed[3].prev_hash, 4, &unkeyed[3].event);
+        let err = verify_all(&unkeyed, &head_of(&unkeyed)).expect_err("unkeyed end");
+        assert_eq!(err.seq, 4, "{err}");
+        assert!(err.reason.contains("unkeyed"), "{err}");
+
+        // A whole chain rewritten unkeyed from genesis fails the same way.
+        let mut legacy_head = AuditHead::genesis();
+        let rewritten: Vec<AuditRecord> = (1..=4)
+            .map(|i| {
+                let e = event("ws", i);
+                let hash = legacy_chain_hash(&legacy_head.hash, i, &e);
+                let r = AuditRecord {
+                    seq: i,
+                    event: e,
+                    prev_hash: std::mem::replace(&mut legacy_head.hash, hash.clone()),
+                    hash,
+                };
+                legacy_head.seq = i;
+                r
+            })
+            .collect();
+        assert!(verify_all(&rewritten, &legacy_head).is_err());
+
+        // Legacy records followed by a keyed one verify: the keyed record covers them.
+        let mut upgraded = rewritten;
+        upgraded.push(legacy_head.append(&key(), event("ws", 5)));
+        verify_all(&upgraded, &legacy_head).expect("legacy prefix, keyed end");
+    }
+
+    #[test]
+    fn anchors_catch_truncation_and_rewriting_below_them() {
+        let original = chain("ws", 5);
+        let anchor = |seq: i64, hash: &str| Anchor {
+            workspace_id: WorkspaceId::from_stored("ws".into()),
+            seq,
+            hash: hash.to_owned(),
+        };
+        let at4 = anchor(4, &original[3].hash);
+        verify_anchored(&original, &head_of(&original), std::slice::from_ref(&at4))
+            .expect("anchor matches");
+        // The newest two records and the head rolled back together: consistent in the
+        // database, but shorter than the anchor.
+        let truncated = &original[..3];
+        verify_all(truncated, &head_of(truncated)).expect("no anchor: undetectable");
+        let err = verify_anchored(truncated, &head_of(truncated), &[at4]).expect_err("anchor");
+        assert!(err.reason.contains("anchor"), "{err}");
+        let wrong = anchor(2, &original[3].hash);
+        assert_eq!(
+            verify_anchored(&original, &head_of(&original), &[wrong])
+                .expect_err("mismatch")
+                .seq,
+            2
+        );
+    }
+
+    #[test]
+    fn anchors_parse_from_heads_output_and_json_log_lines() {
+        let text = concat!(
+            "{\"workspace_id\":\"ws_1\",\"seq\":3,\"hash\":\"hmac:ab\"}\n",
+            "not json\n",
+            "{\"timestamp\":\"t\",\"level\":\"INFO\",\"message\":\"audit anchor\",",
+            "\"workspace_id\":\"ws_2\",\"seq\":9,\"hash\":\"hmac:cd\"}\n",
+            "{\"fields\":{\"workspace_id\":\"ws_3\",\"seq\":1,\"hash\":\"h\"}}\n",
+            "{\"message\":\"something else\"}\n",
+        );
+        let anchors = parse_anchors(text);
+        let seqs: Vec<(String, i64)> = anchors
+            .iter()
+            .map(|a| (a.workspace_id.as_str().to_owned(), a.seq))
+            .collect();
+        assert_eq!(
+            seqs,
+            vec![("ws_1".into(), 3), ("ws_2".into(), 9), ("ws_3".into(), 1)]
+        );
+    }
+
+    #[test]
     fn the_encoding_separates_fields_unambiguously() {
         let a = event("ws", 1).actor_id("ab").provider("c");
         let b = event("ws", 1).actor_id("a").provider("bc");
         assert_ne!(
-            chain_hash(GENESIS_HASH, 1, &a),
-            chain_hash(GENESIS_HASH, 1, &b)
+            legacy_chain_hash(GENESIS_HASH, 1, &a),
+            legacy_chain_hash(GENESIS_HASH, 1, &b)
         );
         let none = event("ws", 1);
         let empty = event("ws", 1).actor_id("");
         assert_ne!(
-            chain_hash(GENESIS_HASH, 1, &none),
-            chain_hash(GENESIS_HASH, 1, &empty)
+            legacy_chain_hash(GENESIS_HASH, 1, &none),
+            legacy_chain_hash(GENESIS_HASH, 1, &empty)
         );
     }
 

@@ -273,15 +273,18 @@ impl ConnectService {
             })?;
         let connection = self
             .tokens
-            .store_new(NewConnection {
-                workspace_id: flow.workspace_id,
-                provider: provider.clone(),
-                actor_type: flow.actor_type,
-                actor_id: flow.actor_id,
-                tokens,
-                requested_scopes: flow.scopes,
-                expires_at: None,
-            })
+            .store_new(
+                NewConnection {
+                    workspace_id: flow.workspace_id,
+                    provider: provider.clone(),
+                    actor_type: flow.actor_type,
+                    actor_id: flow.actor_id,
+                    tokens,
+                    requested_scopes: flow.scopes,
+                    expires_at: None,
+                },
+                "connect flow",
+            )
             .await?;
         info!(connection_id = %connection.id, %provider, "account connected");
         Ok(CompletedFlow {

@@ -15,6 +15,21 @@ pub enum StoreError {
     Conflict(String),
     #[error("database error: {0}")]
     Other(String),
+    /// A change's audit record, written in the change's transaction, could not be stored: the
+    /// change was rolled back with it.
+    #[error("the audit record could not be stored: {0}")]
+    Audit(String),
+}
+
+/// A change whose audit record was refused is an audit failure (503 `audit_unavailable`),
+/// whichever store reported it.
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Audit(m) => Self::Audit(crate::audit::AuditError::Unavailable(m)),
+            other => Self::Store(other),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +56,7 @@ pub enum ServiceError {
     #[error("a stored token could not be decrypted: {0}")]
     Vault(#[from] VaultError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The operation's audit record could not be stored, so the operation fails too.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),

@@ -117,6 +117,27 @@ pub trait Store: Send + Sync + 'static {
         id: &ConnectionId,
     ) -> Result<bool, StoreError>;
 
+    // -- changes that commit together with their audit record --
+    //
+    // The record is appended to its workspace's chain (the head locked and advanced) inside
+    // the change's transaction: both are stored or neither. A record that cannot be stored
+    // fails with `StoreError::Audit` and the change is rolled back.
+
+    /// [`Store::upsert_connection`] and its `connection.created` record, in one transaction.
+    async fn upsert_connection_audited(
+        &self,
+        conn: &Connection,
+        audit: &crate::audit::AuditEvent,
+    ) -> Result<Connection, StoreError>;
+    /// [`Store::delete_connection`] and its `connection.deleted` record, in one transaction
+    /// (no record when there was nothing to delete).
+    async fn delete_connection_audited(
+        &self,
+        workspace: &WorkspaceId,
+        id: &ConnectionId,
+        audit: &crate::audit::AuditEvent,
+    ) -> Result<bool, StoreError>;
+
     // -- the refresh protocol (see `crate::refresh`) --
 
     /// Takes the refresh lease when nobody holds an unexpired one; returns the row as it is

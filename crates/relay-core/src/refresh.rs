@@ -1079,7 +1079,14 @@ impl TokenService {
     }
 
     /// Stores tokens for an actor: a new connection, or new tokens for the existing one.
-    pub async fn store_new(&self, new: NewConnection) -> Result<Connection, ServiceError> {
+    /// Stores a new grant's tokens, and its `connection.created` audit record (with
+    /// `audit_detail`: how it arrived) in the same transaction: a connection is never stored
+    /// unrecorded.
+    pub async fn store_new(
+        &self,
+        new: NewConnection,
+        audit_detail: &str,
+    ) -> Result<Connection, ServiceError> {
         if new.tokens.access_token.expose_secret().is_empty() {
             events::record(&new.provider, OAuthEvent::MissingAccessToken);
             return Err(ServiceError::ProviderRejected {
@@ -1142,7 +1149,14 @@ impl TokenService {
                 self.keyring
                     .seal(rt.expose_secret().as_bytes(), conn.binding(REFRESH_TOKEN))
             });
-            match self.store.upsert_connection(&conn).await {
+            let record = AuditEvent::new(
+                conn.workspace_id.clone(),
+                AuditAction::ConnectionCreated,
+                now,
+            )
+            .connection(&conn)
+            .detail(audit_detail);
+            match self.store.upsert_connection_audited(&conn, &record).await {
                 Ok(saved) => {
                     self.cache.put(CachedToken::from(&saved)).await;
                     events::record(&saved.provider, OAuthEvent::TokensStored);
@@ -1170,7 +1184,28 @@ impl TokenService {
             .filter(|c| &c.workspace_id == workspace)
             .ok_or(ServiceError::NotFound("connection"))?;
         let deletion = self.revoke(&conn).await;
-        self.store.delete_connection(workspace, id).await?;
+        let detail = match (&deletion.revoked, &deletion.revocation_note) {
+            (true, _) => "revoked at the provider".to_owned(),
+            (false, Some(note)) => format!("not revoked: {note}"),
+            (false, None) => "not revoked".to_owned(),
+        };
+        let record = AuditEvent::new(
+            workspace.clone(),
+            AuditAction::ConnectionDeleted,
+            self.clock.now(),
+        )
+        .connection(&conn)
+        .detail(detail);
+        // The deletion and its record commit together; a record that cannot be stored keeps
+        // the connection (the grant may already be revoked at the provider: deleting again
+        // finishes the job).
+        if !self
+            .store
+            .delete_connection_audited(workspace, id, &record)
+            .await?
+        {
+            return Err(ServiceError::NotFound("connection"));
+        }
         self.cache.invalidate(id).await;
         info!(connection_id = %id, provider = %conn.provider, revoked = deletion.revoked, "connection deleted");
         Ok(deletion)

@@ -27,6 +27,7 @@ const KEY_ID_LEN: usize = 8;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
 const TAG_LEN: usize = 16;
 const SALT: &[u8] = b"relay/vault/v1";
+const AUDIT_SALT: &[u8] = b"relay/audit/v1";
 
 /// Why a master key was refused. Messages never include key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +80,21 @@ impl MasterKey {
 
     pub fn raw_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The audit chain's HMAC key, derived from this master key (HKDF-SHA256 with its own salt
+    /// and label, so it reveals nothing about the master key or the vault's data keys).
+    /// Derived once, when a database first needs it, and then stored sealed: see
+    /// `relay_core::audit::open_or_create_key`.
+    pub fn derive_audit_key(&self) -> Zeroizing<[u8; 32]> {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, AUDIT_SALT).extract(self.raw_bytes());
+        let mut key = Zeroizing::new([0u8; 32]);
+        // HKDF expansion of 32 bytes cannot fail.
+        #[allow(clippy::expect_used)]
+        prk.expand(&[b"audit chain hmac-sha256 key"], OkmLen(32))
+            .and_then(|okm| okm.fill(key.as_mut()))
+            .expect("hkdf expand of 32 bytes");
+        key
     }
 }
 

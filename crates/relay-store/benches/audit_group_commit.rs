@@ -58,6 +58,8 @@ async fn run(sink: Arc<dyn AuditSink>) -> (f64, Duration, Duration) {
 }
 
 async fn bench(label: &str, db: Database) {
+    let key = Arc::new(relay_core::audit::AuditKey::from_bytes(&[1u8; 32]));
+    db.install_audit_key(key.clone());
     let direct = run(Arc::new(DirectAudit(db.audit_store()))).await;
     let grouped = run(Arc::new(AuditLog::spawn(
         db.audit_store(),
@@ -74,7 +76,7 @@ async fn bench(label: &str, db: Database) {
             p99.as_secs_f64() * 1e3
         );
     }
-    let report = relay_core::audit::verify(db.audit_store().as_ref(), None)
+    let report = relay_core::audit::verify(db.audit_store().as_ref(), &key, None, &[])
         .await
         .expect("verify");
     assert_eq!(report.broken, None);

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use relay_core::audit::{
-    AuditAction, AuditEvent, AuditFilter, AuditHead, AuditOutcome, AuditRecord, AuditStore,
-    GENESIS_HASH,
+    AuditAction, AuditEvent, AuditFilter, AuditHead, AuditKey, AuditOutcome, AuditRecord,
+    AuditStore, GENESIS_HASH,
 };
 use relay_core::census::{ConnectionCensus, ConnectionCount};
 use relay_core::clock::Timestamp;
@@ -58,6 +58,14 @@ const RANGE: &str = "SELECT workspace_id, seq, at, action, outcome, api_key_id, 
      WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 const HEADS: &str =
     "SELECT workspace_id, seq, hash FROM audit_heads WHERE seq > 0 ORDER BY workspace_id";
+const CHAINED_WORKSPACES: &str = "SELECT DISTINCT workspace_id FROM audit_log";
+/// Workspaces holding data whose creation writes an audit record.
+const WORKSPACES_EXPECTING_AUDIT: &str = "SELECT workspace_id FROM connections \
+     UNION SELECT workspace_id FROM api_keys UNION SELECT workspace_id FROM action_previews";
+const SEALED_KEY: &str = "SELECT sealed FROM audit_mac_key WHERE id = 1";
+const INSERT_SEALED_KEY: &str = "INSERT INTO audit_mac_key (id, sealed, created_at) \
+     VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING";
+const RESEAL_KEY: &str = "UPDATE audit_mac_key SET sealed = $1 WHERE id = 1 AND sealed = $2";
 const CENSUS: &str = "SELECT provider, status, COUNT(*) AS n FROM connections \
      GROUP BY provider, status ORDER BY provider, status";
 
@@ -90,6 +98,7 @@ fn record(row: &impl Fields) -> Result<AuditRecord, StoreError> {
 
 /// Chains `events` after the locked heads, in order; returns the records and the new heads.
 fn chain(
+    key: &AuditKey,
     mut heads: BTreeMap<String, AuditHead>,
     events: &[AuditEvent],
 ) -> (Vec<AuditRecord>, BTreeMap<String, AuditHead>) {
@@ -99,10 +108,29 @@ fn chain(
             heads
                 .entry(e.workspace_id.as_str().to_owned())
                 .or_insert_with(AuditHead::genesis)
-                .append(e.clone())
+                .append(key, e.clone())
         })
         .collect();
     (records, heads)
+}
+
+/// The audit key a store chains with, installed once the vault is open
+/// (`Database::install_audit_key`). Until then appends fail: no record is ever written
+/// unkeyed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeySlot(std::sync::Arc<std::sync::OnceLock<std::sync::Arc<AuditKey>>>);
+
+impl KeySlot {
+    pub(crate) fn install(&self, key: std::sync::Arc<AuditKey>) {
+        // A second install (the same database opened twice in one process) keeps the first.
+        let _ = self.0.set(key);
+    }
+
+    fn get(&self) -> Result<std::sync::Arc<AuditKey>, StoreError> {
+        self.0.get().cloned().ok_or_else(|| {
+            StoreError::Other("the audit key is not loaded: audit records cannot be written".into())
+        })
+    }
 }
 
 fn workspaces(events: &[AuditEvent]) -> Vec<String> {
@@ -163,6 +191,64 @@ macro_rules! impl_reads {
                         ))
                     })
                     .collect()
+            }
+
+            async fn audit_chained(&self) -> Result<Vec<WorkspaceId>, StoreError> {
+                self.workspace_list(CHAINED_WORKSPACES).await
+            }
+
+            async fn audit_expecting(&self) -> Result<Vec<WorkspaceId>, StoreError> {
+                self.workspace_list(WORKSPACES_EXPECTING_AUDIT).await
+            }
+
+            async fn workspace_list(
+                &self,
+                sql: &'static str,
+            ) -> Result<Vec<WorkspaceId>, StoreError> {
+                sqlx::query(sql)
+                    .fetch_all(self.pool())
+                    .await
+                    .map_err(|e| error::map($dialect, e))?
+                    .iter()
+                    .map(|row| row.text("workspace_id").map(WorkspaceId::from_stored))
+                    .collect()
+            }
+
+            async fn audit_key_sealed(&self) -> Result<Option<Vec<u8>>, StoreError> {
+                use sqlx::Row;
+                sqlx::query(SEALED_KEY)
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(|e| error::map($dialect, e))?
+                    .map(|row| row.try_get::<Vec<u8>, _>("sealed"))
+                    .transpose()
+                    .map_err(|e| error::map($dialect, e))
+            }
+
+            async fn audit_key_put(
+                &self,
+                sealed: &[u8],
+                replacing: Option<&[u8]>,
+                now: Timestamp,
+            ) -> Result<bool, StoreError> {
+                let done = match replacing {
+                    None => {
+                        sqlx::query(INSERT_SEALED_KEY)
+                            .bind(sealed.to_vec())
+                            .bind(now.0)
+                            .execute(self.pool())
+                            .await
+                    }
+                    Some(old) => {
+                        sqlx::query(RESEAL_KEY)
+                            .bind(sealed.to_vec())
+                            .bind(old.to_vec())
+                            .execute(self.pool())
+                            .await
+                    }
+                }
+                .map_err(|e| error::map($dialect, e))?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn audit_after(
@@ -323,6 +409,7 @@ impl SqliteAuditWriter {
     /// moved: nothing was written and the batch must take the locking path.
     async fn append_at_known_heads(
         &self,
+        key: &AuditKey,
         events: &[AuditEvent],
     ) -> Result<Option<Vec<AuditRecord>>, StoreError> {
         let err = |e| error::map(Dialect::Sqlite, e);
@@ -330,7 +417,7 @@ impl SqliteAuditWriter {
         let Some(heads) = self.heads.of(&ws) else {
             return Ok(None);
         };
-        let (records, advanced) = chain(heads.clone(), events);
+        let (records, advanced) = chain(key, heads.clone(), events);
         let mut sql = String::from("BEGIN IMMEDIATE;");
         for _ in &ws {
             sql.push_str(ADVANCE_IF_HEAD_SQLITE);
@@ -415,6 +502,20 @@ impl SqliteStore {
     ) -> Result<(Vec<AuditRecord>, BTreeMap<String, AuditHead>), StoreError> {
         let err = |e| error::map(Dialect::Sqlite, e);
         let mut tx = self.pool().begin().await.map_err(err)?;
+        let appended = self.append_in(&mut tx, events).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(appended)
+    }
+
+    /// Appends inside the caller's transaction (the locking path): a change and its record
+    /// commit together. The caller commits, then calls [`Self::remember_heads`].
+    pub(crate) async fn append_in(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        events: &[AuditEvent],
+    ) -> Result<(Vec<AuditRecord>, BTreeMap<String, AuditHead>), StoreError> {
+        let err = |e| error::map(Dialect::Sqlite, e);
+        let key = self.audit_key.get()?;
         let mut heads = BTreeMap::new();
         // The first statement writes, so the transaction takes SQLite's write lock before it
         // reads anything: concurrent writers queue (busy_timeout) instead of deadlocking.
@@ -433,7 +534,7 @@ impl SqliteStore {
                 },
             );
         }
-        let (records, heads) = chain(heads, events);
+        let (records, heads) = chain(&key, heads, events);
         for chunk in records.chunks(SQLITE_INSERT_ROWS) {
             let sql = sqlite_insert(chunk.len());
             // Constants only (see `sqlite_insert`); the records are bound.
@@ -452,8 +553,14 @@ impl SqliteStore {
                 .await
                 .map_err(err)?;
         }
-        tx.commit().await.map_err(err)?;
         Ok((records, heads))
+    }
+
+    /// After a commit: the steady-state writer continues from these heads.
+    pub(crate) fn remember_heads(&self, heads: BTreeMap<String, AuditHead>) {
+        if let Some(writer) = &self.audit {
+            writer.heads.remember(heads);
+        }
     }
 }
 
@@ -464,14 +571,14 @@ impl AuditStore for SqliteStore {
             return Ok(Vec::new());
         }
         if let Some(writer) = &self.audit
-            && let Some(records) = writer.append_at_known_heads(events).await?
+            && let Some(records) = writer
+                .append_at_known_heads(&*self.audit_key.get()?, events)
+                .await?
         {
             return Ok(records);
         }
         let (records, heads) = self.append_locking(events).await?;
-        if let Some(writer) = &self.audit {
-            writer.heads.remember(heads);
-        }
+        self.remember_heads(heads);
         Ok(records)
     }
 
@@ -494,6 +601,27 @@ impl AuditStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         self.audit_after(workspace, after_seq, limit).await
+    }
+
+    async fn audit_workspaces(&self) -> Result<Vec<WorkspaceId>, StoreError> {
+        self.audit_chained().await
+    }
+
+    async fn workspaces_expecting_audit(&self) -> Result<Vec<WorkspaceId>, StoreError> {
+        self.audit_expecting().await
+    }
+
+    async fn sealed_audit_key(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.audit_key_sealed().await
+    }
+
+    async fn put_sealed_audit_key(
+        &self,
+        sealed: &[u8],
+        replacing: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.audit_key_put(sealed, replacing, now).await
     }
 }
 
@@ -529,7 +657,12 @@ impl PostgresStore {
         head: AuditHead,
         events: &[AuditEvent],
     ) -> Result<Option<Vec<AuditRecord>>, StoreError> {
-        let (records, heads) = chain(BTreeMap::from([(ws.to_owned(), head.clone())]), events);
+        let key = self.audit_key.get()?;
+        let (records, heads) = chain(
+            &key,
+            BTreeMap::from([(ws.to_owned(), head.clone())]),
+            events,
+        );
         let Some(next) = heads.get(ws) else {
             return Ok(None);
         };
@@ -554,6 +687,21 @@ impl PostgresStore {
     async fn append_locking(&self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>, StoreError> {
         let err = |e| error::map(Dialect::Postgres, e);
         let mut tx = self.pool().begin().await.map_err(err)?;
+        let (records, heads) = self.append_in(&mut tx, events).await?;
+        tx.commit().await.map_err(err)?;
+        self.audit_heads.remember(heads);
+        Ok(records)
+    }
+
+    /// Appends inside the caller's transaction (the locking path): a change and its record
+    /// commit together. The caller commits, then remembers the heads.
+    pub(crate) async fn append_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        events: &[AuditEvent],
+    ) -> Result<(Vec<AuditRecord>, BTreeMap<String, AuditHead>), StoreError> {
+        let err = |e| error::map(Dialect::Postgres, e);
+        let key = self.audit_key.get()?;
         let mut heads = BTreeMap::new();
         // Workspaces in id order: two batches lock shared heads in the same order.
         for ws in workspaces(events) {
@@ -571,7 +719,7 @@ impl PostgresStore {
                 },
             );
         }
-        let (records, heads) = chain(heads, events);
+        let (records, heads) = chain(&key, heads, events);
         Self::bind_batch(sqlx::query(INSERT_MANY_PG), &records)
             .execute(&mut *tx)
             .await
@@ -585,9 +733,12 @@ impl PostgresStore {
                 .await
                 .map_err(err)?;
         }
-        tx.commit().await.map_err(err)?;
+        Ok((records, heads))
+    }
+
+    /// After a commit: the steady-state writer continues from these heads.
+    pub(crate) fn remember_heads(&self, heads: BTreeMap<String, AuditHead>) {
         self.audit_heads.remember(heads);
-        Ok(records)
     }
 }
 
@@ -629,6 +780,27 @@ impl AuditStore for PostgresStore {
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         self.audit_after(workspace, after_seq, limit).await
+    }
+
+    async fn audit_workspaces(&self) -> Result<Vec<WorkspaceId>, StoreError> {
+        self.audit_chained().await
+    }
+
+    async fn workspaces_expecting_audit(&self) -> Result<Vec<WorkspaceId>, StoreError> {
+        self.audit_expecting().await
+    }
+
+    async fn sealed_audit_key(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.audit_key_sealed().await
+    }
+
+    async fn put_sealed_audit_key(
+        &self,
+        sealed: &[u8],
+        replacing: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.audit_key_put(sealed, replacing, now).await
     }
 }
 

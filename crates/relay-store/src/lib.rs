@@ -155,6 +155,15 @@ impl Database {
         }
     }
 
+    /// Installs the key audit records are chained with (from
+    /// `relay_core::audit::open_or_create_key`). Until it is installed, appending fails.
+    pub fn install_audit_key(&self, key: Arc<relay_core::audit::AuditKey>) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.audit_key.install(key),
+            Backend::Postgres(s) => s.audit_key.install(key),
+        }
+    }
+
     /// API-key management scoped to a workspace, on this database.
     pub fn api_key_admin(&self) -> Arc<dyn relay_core::coordination::ApiKeyAdmin> {
         match &self.backend {

@@ -40,6 +40,8 @@ pub struct PostgresStore {
     /// The last audit head this process wrote per workspace, so that the next batch is one
     /// compare-and-swap statement instead of a locking transaction (see `audit.rs`).
     pub(crate) audit_heads: std::sync::Arc<crate::audit::KnownHeads>,
+    /// The key audit records are chained with.
+    pub(crate) audit_key: crate::audit::KeySlot,
 }
 
 impl PostgresStore {
@@ -64,6 +66,7 @@ impl PostgresStore {
         Self {
             pool,
             audit_heads: Default::default(),
+            audit_key: Default::default(),
         }
     }
 

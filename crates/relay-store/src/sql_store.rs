@@ -35,6 +35,54 @@ macro_rules! sql_store {
                 .bind(c.refresh_failures)
         }
 
+
+        /// Inserts a connection or replaces its tokens (see `Store::upsert_connection`).
+        fn upsert_query(conn: &Connection) -> Q {
+            // The WHERE on the conflict branch refuses to hand one actor's key to another
+            // connection id (the new tokens were sealed for `conn.id`): no row comes back then.
+            let q = sqlx::query(concat!(
+                    "INSERT INTO connections (",
+                    connection_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                               $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+                     ON CONFLICT (workspace_id, provider, actor_type, actor_id) DO UPDATE SET \
+                        scopes = excluded.scopes, \
+                        token_type = excluded.token_type, \
+                        access_token = excluded.access_token, \
+                        refresh_token = COALESCE(excluded.refresh_token, connections.refresh_token), \
+                        expires_at = excluded.expires_at, \
+                        status = 'active', \
+                        status_reason = NULL, \
+                        version = connections.version + 1, \
+                        lease_owner = NULL, \
+                        lease_until = NULL, \
+                        updated_at = excluded.updated_at, \
+                        last_refreshed_at = COALESCE(excluded.last_refreshed_at, connections.last_refreshed_at), \
+                        next_refresh_at = excluded.next_refresh_at, \
+                        refresh_failures = 0 \
+                     WHERE connections.id = excluded.id \
+                     RETURNING ",
+                    connection_columns!()
+                ));
+            bind_connection(q, conn)
+        }
+
+        fn upserted(row: Option<<$db as sqlx::Database>::Row>) -> Result<Connection, StoreError> {
+            match row {
+                Some(row) => rows::connection(&row),
+                None => Err(StoreError::Conflict(
+                    "another connection holds this workspace, provider and actor".into(),
+                )),
+            }
+        }
+
+        /// A failure while writing a change's audit record inside its transaction.
+        fn audit_failed(e: StoreError) -> StoreError {
+            StoreError::Audit(e.to_string())
+        }
+
+        const DELETE_CONNECTION: &str = "DELETE FROM connections WHERE id = $1 AND workspace_id = $2";
+
         #[async_trait]
         impl Store for $store {
             async fn ping(&self) -> Result<(), StoreError> {
@@ -170,42 +218,23 @@ macro_rules! sql_store {
             }
 
             async fn upsert_connection(&self, conn: &Connection) -> Result<Connection, StoreError> {
-                // The WHERE on the conflict branch refuses to hand one actor's key to another
-                // connection id (the new tokens were sealed for `conn.id`): no row comes back then.
-                let q = sqlx::query(concat!(
-                    "INSERT INTO connections (",
-                    connection_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                               $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
-                     ON CONFLICT (workspace_id, provider, actor_type, actor_id) DO UPDATE SET \
-                        scopes = excluded.scopes, \
-                        token_type = excluded.token_type, \
-                        access_token = excluded.access_token, \
-                        refresh_token = COALESCE(excluded.refresh_token, connections.refresh_token), \
-                        expires_at = excluded.expires_at, \
-                        status = 'active', \
-                        status_reason = NULL, \
-                        version = connections.version + 1, \
-                        lease_owner = NULL, \
-                        lease_until = NULL, \
-                        updated_at = excluded.updated_at, \
-                        last_refreshed_at = COALESCE(excluded.last_refreshed_at, connections.last_refreshed_at), \
-                        next_refresh_at = excluded.next_refresh_at, \
-                        refresh_failures = 0 \
-                     WHERE connections.id = excluded.id \
-                     RETURNING ",
-                    connection_columns!()
-                ));
-                match bind_connection(q, conn)
-                    .fetch_optional(&self.pool)
+                upserted(upsert_query(conn).fetch_optional(&self.pool).await.map_err(err)?)
+            }
+
+            async fn upsert_connection_audited(
+                &self,
+                conn: &Connection,
+                audit: &relay_core::audit::AuditEvent,
+            ) -> Result<Connection, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                let saved = upserted(upsert_query(conn).fetch_optional(&mut *tx).await.map_err(err)?)?;
+                let (_, heads) = self
+                    .append_in(&mut tx, std::slice::from_ref(audit))
                     .await
-                    .map_err(err)?
-                {
-                    Some(row) => rows::connection(&row),
-                    None => Err(StoreError::Conflict(
-                        "another connection holds this workspace, provider and actor".into(),
-                    )),
-                }
+                    .map_err(audit_failed)?;
+                tx.commit().await.map_err(err)?;
+                self.remember_heads(heads);
+                Ok(saved)
             }
 
             async fn get_connection(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
@@ -321,13 +350,39 @@ macro_rules! sql_store {
                 workspace: &WorkspaceId,
                 id: &ConnectionId,
             ) -> Result<bool, StoreError> {
-                let done = sqlx::query("DELETE FROM connections WHERE id = $1 AND workspace_id = $2")
+                let done = sqlx::query(DELETE_CONNECTION)
                     .bind(id.as_str().to_owned())
                     .bind(workspace.as_str().to_owned())
                     .execute(&self.pool)
                     .await
                     .map_err(err)?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_connection_audited(
+                &self,
+                workspace: &WorkspaceId,
+                id: &ConnectionId,
+                audit: &relay_core::audit::AuditEvent,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                let done = sqlx::query(DELETE_CONNECTION)
+                    .bind(id.as_str().to_owned())
+                    .bind(workspace.as_str().to_owned())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                if done.rows_affected() == 0 {
+                    // Nothing changed, nothing to record (dropping `tx` rolls it back).
+                    return Ok(false);
+                }
+                let (_, heads) = self
+                    .append_in(&mut tx, std::slice::from_ref(audit))
+                    .await
+                    .map_err(audit_failed)?;
+                tx.commit().await.map_err(err)?;
+                self.remember_heads(heads);
+                Ok(true)
             }
 
             async fn try_acquire_lease(

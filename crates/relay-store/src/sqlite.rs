@@ -47,6 +47,8 @@ pub struct SqliteStore {
     /// The audit writer's own connection and the heads it last wrote (see
     /// [`crate::audit`]); `None` for an in-memory database, whose only connection is the pool's.
     pub(crate) audit: Option<std::sync::Arc<crate::audit::SqliteAuditWriter>>,
+    /// The key audit records are chained with.
+    pub(crate) audit_key: crate::audit::KeySlot,
 }
 
 impl SqliteStore {
@@ -80,12 +82,20 @@ impl SqliteStore {
         let pool = pool.connect_with(options.clone()).await.map_err(err)?;
         let audit = (!in_memory)
             .then(|| std::sync::Arc::new(crate::audit::SqliteAuditWriter::new(options)));
-        Ok(Self { pool, audit })
+        Ok(Self {
+            pool,
+            audit,
+            audit_key: Default::default(),
+        })
     }
 
     /// Wraps a pool opened elsewhere (its options are the caller's responsibility).
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool, audit: None }
+        Self {
+            pool,
+            audit: None,
+            audit_key: Default::default(),
+        }
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -916,7 +916,7 @@ async fn migrations_can_be_undone_and_reapplied(t: &TestDb) {
         .upsert_connection(&connection(&ws, "google", "user-1", T0))
         .await
         .expect("the schema works again");
-    assert_eq!(t.db.migration_versions(), [1, 2, 3, 4]);
+    assert_eq!(t.db.migration_versions(), [1, 2, 3, 4, 5]);
 }
 
 /// A server that does not answer is `Unavailable` (so `/ready` and callers can say "try

@@ -245,15 +245,18 @@ impl Harness {
 
     async fn connect_actor(&self, actor: &str) -> Connection {
         self.service
-            .store_new(NewConnection {
-                workspace_id: self.workspace.clone(),
-                provider: ProviderName::parse("google").expect("provider"),
-                actor_type: ActorType::user(),
-                actor_id: ActorId::parse(actor).expect("actor"),
-                tokens: self.provider.initial_tokens(),
-                requested_scopes: Scopes::parse("openid email").expect("scopes"),
-                expires_at: None,
-            })
+            .store_new(
+                NewConnection {
+                    workspace_id: self.workspace.clone(),
+                    provider: ProviderName::parse("google").expect("provider"),
+                    actor_type: ActorType::user(),
+                    actor_id: ActorId::parse(actor).expect("actor"),
+                    tokens: self.provider.initial_tokens(),
+                    requested_scopes: Scopes::parse("openid email").expect("scopes"),
+                    expires_at: None,
+                },
+                "test",
+            )
             .await
             .expect("store the connection")
     }

@@ -1,4 +1,4 @@
-//! `relay audit verify|export`, and the audit records of operations the CLI performs itself
+//! `relay audit verify|heads|export`, and the audit records of operations the CLI performs itself
 //! (API keys, re-sealing the vault), written directly in one transaction each.
 
 use std::io::Write;
@@ -17,10 +17,31 @@ pub async fn record(db: &Database, event: AuditEvent) -> anyhow::Result<()> {
         .context("writing the audit record")
 }
 
-/// Checks every workspace's chain (or one); fails naming the first broken record.
-pub async fn verify(db: &Database, workspace: Option<&str>) -> anyhow::Result<()> {
+/// Checks every workspace's chain (or one), against the anchors in `anchors` if given; fails
+/// naming the first broken record.
+pub async fn verify(
+    db: &Database,
+    key: &audit::AuditKey,
+    workspace: Option<&str>,
+    anchors: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let only = workspace.map(|w| WorkspaceId::from_stored(w.to_owned()));
-    let report = audit::verify(db.audit_store().as_ref(), only.as_ref())
+    let anchors = match anchors {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading anchors from {}", path.display()))?;
+            let anchors = audit::parse_anchors(&text);
+            if anchors.is_empty() {
+                anyhow::bail!(
+                    "{} holds no anchors (JSON lines with workspace_id, seq and hash)",
+                    path.display()
+                );
+            }
+            anchors
+        }
+        None => Vec::new(),
+    };
+    let report = audit::verify(db.audit_store().as_ref(), key, only.as_ref(), &anchors)
         .await
         .context("reading the audit log")?;
     match report.broken {
@@ -29,6 +50,9 @@ pub async fn verify(db: &Database, workspace: Option<&str>) -> anyhow::Result<()
                 "audit log intact: {} records in {} workspaces",
                 report.records, report.workspaces
             );
+            if !anchors.is_empty() {
+                println!("{} anchors reached", report.anchors);
+            }
             Ok(())
         }
         Some(b) => {
@@ -36,6 +60,28 @@ pub async fn verify(db: &Database, workspace: Option<&str>) -> anyhow::Result<()
             anyhow::bail!("the audit chain is broken at {b}")
         }
     }
+}
+
+/// Writes each workspace's head as a JSON line: an anchor for an outside log.
+pub async fn heads(db: &Database) -> anyhow::Result<()> {
+    let heads = db
+        .audit_store()
+        .audit_heads()
+        .await
+        .context("reading the audit heads")?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (workspace_id, head) in heads {
+        let anchor = audit::Anchor {
+            workspace_id,
+            seq: head.seq,
+            hash: head.hash,
+        };
+        serde_json::to_writer(&mut out, &anchor)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Writes records as JSON lines, oldest first per workspace.

@@ -85,11 +85,20 @@ enum ImportCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check every workspace's hash chain; exits non-zero naming the first broken record.
+    /// Check every workspace's chain (keyed with the audit key, so it needs the encryption
+    /// key), that every workspace holding data has one, and that they reach the anchors;
+    /// exits non-zero naming the first broken record.
     Verify {
         #[arg(long)]
         workspace: Option<String>,
+        /// JSON lines of anchors kept outside the database: `relay audit heads` output, or
+        /// Relay's JSON log lines (`audit anchor`); other lines are skipped.
+        #[arg(long)]
+        anchors: Option<PathBuf>,
     },
+    /// Print each workspace's chain head as a JSON line (`workspace_id`, `seq`, `hash`): an
+    /// anchor to keep outside the database.
+    Heads,
     /// Write the records as JSON lines (oldest first per workspace) to standard output.
     Export {
         #[arg(long)]
@@ -173,7 +182,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
             if rate_limit.is_some_and(|r| r <= 0) {
                 anyhow::bail!("--rate-limit must be positive");
             }
-            let db = runtime::open_database(&config).await?;
+            let (db, _keys) = crate::keys::open_audited(&config).await?;
             let store = db.store();
             let now = SystemClock.now();
             let ws = store
@@ -224,9 +233,24 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Audit(cmd) => {
             let db = runtime::open_database(&config).await?;
             let result = match cmd {
-                AuditCommand::Verify { workspace } => {
-                    crate::audit_cli::verify(&db, workspace.as_deref()).await
+                AuditCommand::Verify { workspace, anchors } => {
+                    match crate::keys::load(&config, db.store().as_ref()).await {
+                        Ok(keys) => match crate::keys::install_audit_key(&db, &keys).await {
+                            Ok(key) => {
+                                crate::audit_cli::verify(
+                                    &db,
+                                    &key,
+                                    workspace.as_deref(),
+                                    anchors.as_deref(),
+                                )
+                                .await
+                            }
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    }
                 }
+                AuditCommand::Heads => crate::audit_cli::heads(&db).await,
                 AuditCommand::Export {
                     workspace,
                     from,
@@ -245,9 +269,8 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
             result
         }
         Command::Vault(cmd) => {
-            let db = runtime::open_database(&config).await?;
+            let (db, keys) = crate::keys::open_audited(&config).await?;
             let store = db.store();
-            let keys = crate::keys::load(&config, store.as_ref()).await?;
             match cmd {
                 VaultCommand::Status => {
                     let usage = relay_core::rotation::key_usage(store.as_ref()).await?;
@@ -293,7 +316,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
-            let db = runtime::open_database(&config).await?;
+            let (db, _keys) = crate::keys::open_audited(&config).await?;
             let now = SystemClock.now();
             let revoked = db
                 .store()

@@ -170,6 +170,9 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// Records that may wait for the writer before callers queue.
     pub queue: usize,
+    /// Every this many seconds each workspace's chain head is logged (`audit anchor`), for an
+    /// outside log to keep as anchors (`relay audit verify --anchors`); 0 turns it off.
+    pub anchor_interval_secs: u64,
 }
 
 impl Default for AuditConfig {
@@ -177,6 +180,7 @@ impl Default for AuditConfig {
         Self {
             max_batch: 512,
             queue: 8192,
+            anchor_interval_secs: 300,
         }
     }
 }

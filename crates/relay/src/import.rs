@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::{keys, runtime};
+use crate::keys;
 
 /// Where imported connections go.
 pub struct Target {
@@ -60,9 +60,10 @@ impl Importer {
             Some(t) => ActorType::parse(t).map_err(|e| anyhow::anyhow!("--actor-type: {e}"))?,
             None => ActorType::user(),
         };
-        let db = runtime::open_database(config).await?;
+        // Imported connections are audited (`connection.created`, "cli import").
+        let (db, loaded) = keys::open_audited(config).await?;
         let store = db.store();
-        let keyring = Arc::new(keys::load(config, store.as_ref()).await?.keyring);
+        let keyring = Arc::new(loaded.keyring);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let http = relay_providers::http_client(Duration::from_secs(10))
             .context("building the HTTP client")?;
@@ -102,15 +103,18 @@ impl Importer {
     ) -> anyhow::Result<String> {
         let conn = self
             .tokens
-            .store_new(NewConnection {
-                workspace_id: self.workspace.clone(),
-                provider: self.provider.clone(),
-                actor_type: self.actor_type.clone(),
-                actor_id,
-                tokens,
-                requested_scopes: scopes,
-                expires_at,
-            })
+            .store_new(
+                NewConnection {
+                    workspace_id: self.workspace.clone(),
+                    provider: self.provider.clone(),
+                    actor_type: self.actor_type.clone(),
+                    actor_id,
+                    tokens,
+                    requested_scopes: scopes,
+                    expires_at,
+                },
+                "cli import",
+            )
             .await?;
         Ok(conn.id.to_string())
     }

@@ -86,6 +86,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "generated a new encryption key (OAUTH_ENCRYPTION_KEY was not set); back this file up: without it the stored tokens cannot be read"
         );
     }
+    keys::install_audit_key(&db, &loaded).await?;
     let keyring = Arc::new(loaded.keyring);
     let primary_key_id = keyring.primary_id().to_hex();
     info!(key_id = %primary_key_id, database = db.kind().as_str(), "encryption key loaded");
@@ -147,6 +148,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
     );
     let audit: Arc<dyn AuditSink> = Arc::new(audit_log.clone());
+    // The first start with keyed audit seals the chains an older Relay wrote.
+    let sealed = relay_core::audit::seal_legacy_chains(
+        db.audit_store().as_ref(),
+        audit.as_ref(),
+        clock.now(),
+    )
+    .await
+    .context("sealing the audit chains written before keyed audit")?;
+    if sealed > 0 {
+        tracing::warn!(
+            chains = sealed,
+            "keyed audit begins: sealed the existing audit chains"
+        );
+    }
     let mut tokens = TokenService::new(
         store.clone(),
         cache,
@@ -281,6 +296,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let janitor = tokio::spawn(purge_expired_flows(store.clone(), clock.clone()));
     let preview_janitor = tokio::spawn(purge_expired_previews(actions, clock.clone()));
     let census = tokio::spawn(count_connections(db.census(), provider_names));
+    let anchors = (config.audit.anchor_interval_secs > 0).then(|| {
+        tokio::spawn(log_audit_anchors(
+            db.audit_store(),
+            Duration::from_secs(config.audit.anchor_interval_secs),
+        ))
+    });
     let readiness = tokio::spawn(relay_server::routes::health::watch_readiness(
         state.clone(),
         Duration::from_secs(15),
@@ -371,6 +392,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     janitor.abort();
     preview_janitor.abort();
     census.abort();
+    if let Some(anchors) = anchors {
+        anchors.abort();
+    }
     readiness.abort();
     db.close().await;
     info!("relay stopped");
@@ -389,6 +413,26 @@ async fn count_connections(
         match census.count_connections().await {
             Ok(counts) => relay_server::telemetry::record_census(&providers, &counts),
             Err(e) => tracing::warn!(error = %e, "counting connections failed"),
+        }
+    }
+}
+
+/// Logs every workspace's audit head (`audit anchor`, with `workspace_id`, `seq`, `hash`) at
+/// start and then every `interval`: a log collector outside the database keeps them, and
+/// `relay audit verify --anchors` proves the chains still reach them. The first tick fires at
+/// once, so every start leaves an anchor too.
+async fn log_audit_anchors(store: Arc<dyn relay_core::audit::AuditStore>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.audit_heads().await {
+            Ok(heads) => {
+                for (ws, head) in heads {
+                    info!(workspace_id = %ws, seq = head.seq, hash = %head.hash, "audit anchor");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the audit heads for anchors failed"),
         }
     }
 }

@@ -240,35 +240,25 @@ pub async fn create_connection(
     }
     let conn = state
         .tokens
-        .store_new(NewConnection {
-            workspace_id: caller.workspace_id.clone(),
-            provider,
-            actor_type,
-            actor_id,
-            tokens: TokenSet {
-                access_token: SecretString::from(body.access_token),
-                refresh_token: body.refresh_token.map(SecretString::from),
-                token_type,
-                expires_in: body.expires_in,
-                scope: None,
+        .store_new(
+            NewConnection {
+                workspace_id: caller.workspace_id.clone(),
+                provider,
+                actor_type,
+                actor_id,
+                tokens: TokenSet {
+                    access_token: SecretString::from(body.access_token),
+                    refresh_token: body.refresh_token.map(SecretString::from),
+                    token_type,
+                    expires_in: body.expires_in,
+                    scope: None,
+                },
+                requested_scopes: scopes,
+                expires_at,
             },
-            requested_scopes: scopes,
-            expires_at,
-        })
-        .await?;
-    state
-        .audit
-        .record(
-            AuditEvent::new(
-                caller.workspace_id.clone(),
-                AuditAction::ConnectionCreated,
-                state.clock.now(),
-            )
-            .connection(&conn)
-            .detail("imported"),
+            "imported",
         )
-        .await
-        .map_err(ServiceError::from)?;
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(ConnectionView::from(&conn))))
 }
 
@@ -397,26 +387,8 @@ pub async fn delete_connection(
     Path(id): Path<String>,
 ) -> Result<axum::Json<DeletionView>, ApiError> {
     let id = parse_connection_id(&id)?;
-    let conn = state.tokens.connection(&caller.workspace_id, &id).await?;
+    // The deletion and its audit record commit in one transaction (TokenService::delete).
     let d = state.tokens.delete(&caller.workspace_id, &id).await?;
-    let detail = match (&d.revoked, &d.revocation_note) {
-        (true, _) => "revoked at the provider".to_owned(),
-        (false, Some(note)) => format!("not revoked: {note}"),
-        (false, None) => "not revoked".to_owned(),
-    };
-    state
-        .audit
-        .record(
-            AuditEvent::new(
-                caller.workspace_id.clone(),
-                AuditAction::ConnectionDeleted,
-                state.clock.now(),
-            )
-            .connection(&conn)
-            .detail(detail),
-        )
-        .await
-        .map_err(ServiceError::from)?;
     Ok(axum::Json(DeletionView {
         deleted: true,
         revoked: d.revoked,

@@ -157,28 +157,8 @@ pub async fn get_callback(
         error_description: q.error_description,
     };
     match state.connect.complete(&provider, params).await {
+        // The tokens were stored together with their `connection.created` audit record.
         Ok(done) => {
-            let recorded = state
-                .audit
-                .record(
-                    relay_core::audit::AuditEvent::new(
-                        done.connection.workspace_id.clone(),
-                        relay_core::audit::AuditAction::ConnectionCreated,
-                        state.clock.now(),
-                    )
-                    .connection(&done.connection)
-                    .detail("connect flow"),
-                )
-                .await;
-            if let Err(e) = recorded {
-                let api = ApiError::from(relay_core::ServiceError::from(e));
-                return page(
-                    api.status,
-                    api.code,
-                    "Could not connect the account",
-                    "The connection could not be recorded. Please try again.",
-                );
-            }
             let conn_id = done.connection.id.to_string();
             if let Some(mut url) = done.return_to.and_then(|r| Url::parse(&r).ok()) {
                 url.query_pairs_mut().append_pair("connection_id", &conn_id);

@@ -27,6 +27,11 @@ fn pool_config() -> PoolConfig {
     }
 }
 
+/// The audit key every test database chains with (Relay derives its own from the master key).
+pub fn test_audit_key() -> Arc<relay_core::audit::AuditKey> {
+    Arc::new(relay_core::audit::AuditKey::from_bytes(&[42u8; 32]))
+}
+
 /// One test's database. Dropping it removes the database (best effort), also when the test
 /// panicked.
 pub struct TestDb {
@@ -55,6 +60,16 @@ impl TestDb {
 
     /// Another pool on the same database, as a second instance of Relay would have.
     pub async fn open_again(&self) -> Database {
+        let db = relay_store::connect_with(&self.url, &pool_config())
+            .await
+            .expect("reopen the test database");
+        db.install_audit_key(test_audit_key());
+        db
+    }
+
+    /// The same database on another pool with no audit key installed (a Relay process before
+    /// it loaded its key).
+    pub async fn open_bare(&self) -> Database {
         relay_store::connect_with(&self.url, &pool_config())
             .await
             .expect("reopen the test database")
@@ -123,6 +138,7 @@ pub async fn sqlite() -> TestDb {
         .await
         .expect("open a SQLite test database");
     db.migrate().await.expect("migrate SQLite");
+    db.install_audit_key(test_audit_key());
     TestDb { db, url, cleanup }
 }
 
@@ -153,6 +169,7 @@ pub async fn postgres() -> Option<TestDb> {
         .await
         .expect("connect to the new PostgreSQL test database");
     db.migrate().await.expect("migrate PostgreSQL");
+    db.install_audit_key(test_audit_key());
     Some(TestDb { db, url, cleanup })
 }
 

@@ -1,0 +1,2 @@
+-- Reverts 0005_audit_key.
+DROP TABLE IF EXISTS audit_mac_key;
