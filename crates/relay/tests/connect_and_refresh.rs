@@ -557,6 +557,108 @@ async fn delete_revokes_at_the_provider(backend: Backend) {
 }
 on_both_backends!(delete_revokes_at_the_provider);
 
+impl World {
+    /// Runs SQL on Relay's database, from outside Relay.
+    async fn sql(&self, sql: &str) {
+        use sqlx::Connection;
+        match &self._pg {
+            Some(pg) => {
+                let mut c = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+            None => {
+                let path = self.relay.opts.data_dir.join("relay.db");
+                let url = format!("sqlite://{}", path.display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Makes every insert into the audit table fail (a trigger), or stops doing so.
+    async fn refuse_audit_records(&self, refuse: bool) {
+        let sql = match (self._pg.is_some(), refuse) {
+            (false, true) => {
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log \
+                 BEGIN SELECT RAISE(ABORT, 'audit refused'); END;"
+            }
+            (false, false) => "DROP TRIGGER refuse_audit",
+            (true, true) => {
+                "CREATE OR REPLACE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$; \
+                 CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_audit();"
+            }
+            (true, false) => "DROP TRIGGER refuse_audit ON audit_log",
+        };
+        self.sql(sql).await;
+    }
+}
+
+/// A change and its audit record commit together: while the audit table refuses records,
+/// `DELETE /connections/{id}` answers 503 `audit_unavailable` and the connection stays, and
+/// a completed connect flow stores no connection; once records are accepted again both work
+/// and the chain verifies.
+async fn no_change_is_left_unaudited(backend: Backend) {
+    let Some(w) = world(backend, FakeProviderConfig::default()).await else {
+        return;
+    };
+    let (id, _, _) = w.import("u1", 3600).await;
+    w.refuse_audit_records(true).await;
+
+    let (status, body) = w
+        .relay
+        .delete_json(&format!("/connections/{id}"), &w.key)
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "audit_unavailable", "{body}");
+    let (status, _) = w
+        .relay
+        .get_json(&format!("/connections/{id}"), &w.key)
+        .await;
+    assert_eq!(status, 200, "the connection was not deleted unrecorded");
+
+    let (status, page, _) = w.connect("u2").await;
+    assert_eq!(status, 503, "{page}");
+    assert!(page.contains("audit_unavailable"), "{page}");
+    let (_, list) = w.relay.get_json("/connections?actor_id=u2", &w.key).await;
+    assert_eq!(
+        list["connections"].as_array().map(Vec::len),
+        Some(0),
+        "no connection stored unrecorded: {list}"
+    );
+
+    w.refuse_audit_records(false).await;
+    let (status, body) = w
+        .relay
+        .delete_json(&format!("/connections/{id}"), &w.key)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, page, _) = w.connect("u2").await;
+    assert_eq!(status, 200, "{page}");
+    let (_, audit) = w.relay.get_json("/audit?limit=10", &w.key).await;
+    let actions: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &actions[..2],
+        ["connection.created", "connection.deleted"],
+        "{audit}"
+    );
+    let (ok, out, err) = w.relay.opts.run(&["audit", "verify"]).await;
+    assert!(ok, "{out}{err}");
+}
+on_both_backends!(no_change_is_left_unaudited);
+
 async fn bad_input_gets_stable_errors(backend: Backend) {
     let Some(w) = world(backend, FakeProviderConfig::default()).await else {
         return;
