@@ -893,6 +893,18 @@ pub fn parse_anchors(text: &str) -> Vec<Anchor> {
         .collect()
 }
 
+/// Counts a record written in its change's transaction (outside the group-commit writer) in
+/// `audit_records_total`, by whether the change's result says it was stored. Errors other
+/// than the record's own say nothing about it and are not counted.
+pub fn count_transactional<T>(result: &Result<T, StoreError>) {
+    let outcome = match result {
+        Ok(_) => "stored",
+        Err(StoreError::Audit(_)) => "failed",
+        Err(_) => return,
+    };
+    metrics::counter!("audit_records_total", "outcome" => outcome).increment(1);
+}
+
 /// Registers the audit writer's metrics so they are exported from the first scrape.
 pub fn describe_metrics() {
     metrics::describe_counter!(

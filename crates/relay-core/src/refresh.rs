@@ -1156,7 +1156,9 @@ impl TokenService {
             )
             .connection(&conn)
             .detail(audit_detail);
-            match self.store.upsert_connection_audited(&conn, &record).await {
+            let stored = self.store.upsert_connection_audited(&conn, &record).await;
+            crate::audit::count_transactional(&stored);
+            match stored {
                 Ok(saved) => {
                     self.cache.put(CachedToken::from(&saved)).await;
                     events::record(&saved.provider, OAuthEvent::TokensStored);
@@ -1199,11 +1201,12 @@ impl TokenService {
         // The deletion and its record commit together; a record that cannot be stored keeps
         // the connection (the grant may already be revoked at the provider: deleting again
         // finishes the job).
-        if !self
+        let deleted = self
             .store
             .delete_connection_audited(workspace, id, &record)
-            .await?
-        {
+            .await;
+        crate::audit::count_transactional(&deleted);
+        if !deleted? {
             return Err(ServiceError::NotFound("connection"));
         }
         self.cache.invalidate(id).await;

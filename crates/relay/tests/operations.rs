@@ -297,6 +297,114 @@ async fn every_sensitive_operation_is_audited_on_postgres() {
     audit_trail(true).await;
 }
 
+/// Anchors kept outside the database: the periodic `audit anchor` log lines and `relay audit
+/// heads` output both serve `relay audit verify --anchors`, which then finds a chain rolled
+/// back together with its head (invisible without anchors); a workspace's whole chain deleted
+/// is found even without them.
+async fn anchors(postgres: bool) {
+    let pg = if postgres {
+        match pg_database().await {
+            Some(p) => Some(p),
+            None => return,
+        }
+    } else {
+        None
+    };
+    let fake = FakeProvider::start(FakeProviderConfig::google()).await;
+    let (dir, opts, key) =
+        start_with(&fake, pg.as_ref(), "[audit]\nanchor_interval_secs = 1\n").await;
+    let relay = Relay::start(opts.clone()).await;
+    let id = import(&relay, &key, &fake, "bob", 3600).await;
+    for _ in 0..3 {
+        let (s, _) = relay
+            .get_json(&format!("/connections/{id}/token"), &key)
+            .await;
+        assert_eq!(s, 200);
+    }
+    let (_, page) = audit(&relay, &key, "?limit=1").await;
+    let workspace = page["records"][0]["workspace_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let head_seq = page["records"][0]["seq"].as_i64().unwrap();
+    assert_eq!(
+        head_seq, 5,
+        "api_key.created, connection.created, 3 token.read"
+    );
+    // The periodic anchor reaches the head (bounded wait for the next tick).
+    let anchor_line = format!("\"workspace_id\":\"{workspace}\",\"seq\":{head_seq}");
+    let mut logged = String::new();
+    for _ in 0..100 {
+        logged = relay.logs();
+        if logged
+            .lines()
+            .any(|l| l.contains("audit anchor") && l.contains(&anchor_line))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("audit anchor") && l.contains(&anchor_line)),
+        "{logged}"
+    );
+    assert!(relay.stop().await.success());
+    let log_file = dir.path().join("relay.log");
+    std::fs::write(&log_file, &logged).unwrap();
+    let (ok, heads, err) = opts.run(&["audit", "heads"]).await;
+    assert!(ok, "{err}");
+    assert!(heads.contains(&anchor_line), "{heads}");
+    let heads_file = dir.path().join("heads.jsonl");
+    std::fs::write(&heads_file, &heads).unwrap();
+    let log_path = log_file.to_str().unwrap();
+    let heads_path = heads_file.to_str().unwrap();
+    for path in [log_path, heads_path] {
+        let (ok, out, err) = opts.run(&["audit", "verify", "--anchors", path]).await;
+        assert!(ok, "{out}{err}");
+        assert!(out.contains("anchors reached"), "{out}");
+    }
+
+    // The newest two records deleted and the head set back to match what is left.
+    let sql = format!(
+        "DELETE FROM audit_log WHERE workspace_id = '{workspace}' AND seq > 3; \
+         UPDATE audit_heads SET seq = 3, hash = (SELECT hash FROM audit_log \
+         WHERE workspace_id = '{workspace}' AND seq = 3) WHERE workspace_id = '{workspace}'"
+    );
+    run_sql(&opts, pg.as_ref(), &sql).await;
+    let (ok, out, err) = opts.run(&["audit", "verify"]).await;
+    assert!(
+        ok,
+        "without anchors a consistent rollback passes: {out}{err}"
+    );
+    for path in [log_path, heads_path] {
+        let (ok, out, _) = opts.run(&["audit", "verify", "--anchors", path]).await;
+        assert!(!ok, "{out}");
+        assert!(out.contains("record 4") && out.contains("anchor"), "{out}");
+    }
+
+    // The workspace's whole chain deleted: it still has an API key and a connection.
+    let sql = format!(
+        "DELETE FROM audit_log WHERE workspace_id = '{workspace}'; \
+         DELETE FROM audit_heads WHERE workspace_id = '{workspace}'"
+    );
+    run_sql(&opts, pg.as_ref(), &sql).await;
+    let (ok, out, _) = opts.run(&["audit", "verify"]).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("no audit chain"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn anchors_outside_the_database_find_a_rolled_back_chain_on_sqlite() {
+    anchors(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn anchors_outside_the_database_find_a_rolled_back_chain_on_postgres() {
+    anchors(true).await;
+}
+
 /// The audit table becomes unwritable: a token read from the warm cache is refused instead of
 /// handing out a token nobody recorded, while reads of metadata still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
