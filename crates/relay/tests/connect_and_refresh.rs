@@ -955,12 +955,18 @@ async fn a_key_that_does_not_match_the_data_is_refused() {
         "one key holds everything: {out}"
     );
     let retired = rotated.clone().without_env("OAUTH_ENCRYPTION_KEY_PREVIOUS");
-    let relay = Relay::start(retired).await;
+    let relay = Relay::start(retired.clone()).await;
     let (s, tok) = relay
         .get_json(&format!("/connections/{id}/token"), &key)
         .await;
     assert_eq!(s, 200, "{tok}");
     assert_eq!(tok["access_token"], access.as_str());
+    relay.stop().await;
+    // The audit records written under the old key, during the rotation and after it verify
+    // together with the new key alone: the audit key was re-sealed, not re-derived.
+    let (ok, out, err) = retired.run(&["audit", "verify"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("audit log intact"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
