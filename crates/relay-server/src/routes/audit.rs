@@ -22,7 +22,7 @@ pub struct AuditRecordView {
     pub workspace_id: String,
     /// `connection.created`, `token.read`, `token.refreshed`, `token.refresh_failed`,
     /// `connection.needs_reauth`, `connection.deleted`, `action.previewed`, `action.executed`,
-    /// `api_key.created`, `api_key.revoked`, `vault.resealed`.
+    /// `api_key.created`, `api_key.revoked`, `vault.resealed`, `audit.sealed`.
     pub action: String,
     /// `ok` or `failed`.
     pub outcome: String,
@@ -35,7 +35,9 @@ pub struct AuditRecordView {
     pub detail: Option<String>,
     /// The previous record's hash (64 zeros for the first).
     pub prev_hash: String,
-    /// SHA-256 over `prev_hash` and this record's canonical encoding.
+    /// `hmac:` and the HMAC-SHA256 (keyed with Relay's audit key) over `prev_hash` and this
+    /// record's canonical encoding; records of a Relay before keyed audit carry a plain
+    /// SHA-256 (64 hex digits, no prefix).
     pub hash: String,
 }
 
