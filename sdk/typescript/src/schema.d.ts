@@ -376,7 +376,7 @@ export interface components {
             /**
              * @description `connection.created`, `token.read`, `token.refreshed`, `token.refresh_failed`,
              *     `connection.needs_reauth`, `connection.deleted`, `action.previewed`, `action.executed`,
-             *     `api_key.created`, `api_key.revoked`, `vault.resealed`.
+             *     `api_key.created`, `api_key.revoked`, `vault.resealed`, `audit.sealed`.
              */
             action: string;
             actor_id?: string | null;
@@ -386,7 +386,11 @@ export interface components {
             client_addr?: string | null;
             connection_id?: string | null;
             detail?: string | null;
-            /** @description SHA-256 over `prev_hash` and this record's canonical encoding. */
+            /**
+             * @description `hmac:` and the HMAC-SHA256 (keyed with Relay's audit key) over `prev_hash` and this
+             *     record's canonical encoding; records of a Relay before keyed audit carry a plain
+             *     SHA-256 (64 hex digits, no prefix).
+             */
             hash: string;
             /** @description `ok` or `failed`. */
             outcome: string;

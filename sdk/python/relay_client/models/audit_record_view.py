@@ -27,9 +27,11 @@ class AuditRecordView:
         Attributes:
             action (str): `connection.created`, `token.read`, `token.refreshed`, `token.refresh_failed`,
                 `connection.needs_reauth`, `connection.deleted`, `action.previewed`, `action.executed`,
-                `api_key.created`, `api_key.revoked`, `vault.resealed`.
+                `api_key.created`, `api_key.revoked`, `vault.resealed`, `audit.sealed`.
             at (str): RFC 3339, millisecond precision.
-            hash_ (str): SHA-256 over `prev_hash` and this record's canonical encoding.
+            hash_ (str): `hmac:` and the HMAC-SHA256 (keyed with Relay's audit key) over `prev_hash` and this
+                record's canonical encoding; records of a Relay before keyed audit carry a plain
+                SHA-256 (64 hex digits, no prefix).
             outcome (str): `ok` or `failed`.
             prev_hash (str): The previous record's hash (64 zeros for the first).
             seq (int): Position in the workspace's chain, from 1.
