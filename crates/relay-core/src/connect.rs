@@ -1,8 +1,9 @@
 //! The connect flow: OAuth 2.0 authorization code with PKCE (S256 only).
 //!
 //! `start` mints a state (256 random bits) and a PKCE verifier, records the flow under the
-//! state's hash (the state itself is never stored; the verifier is sealed), and returns the
-//! provider URL. `complete` consumes the state exactly once (an atomic delete), checks expiry,
+//! state's hash (the state itself is never stored; the whole flow, verifier included, is sealed
+//! as one record bound to the state hash, so an edited or swapped record does not open), and
+//! returns the provider URL. `complete` consumes the state exactly once (an atomic delete), checks expiry,
 //! provider and issuer (RFC 9207 mix-up defence) before anything is sent to the token
 //! endpoint, exchanges the code with the verifier and stores the tokens.
 
@@ -12,7 +13,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::clock::{Clock, Timestamp};
 use crate::connection::Connection;
@@ -26,7 +29,37 @@ use crate::random;
 use crate::refresh::{NewConnection, TokenService};
 use crate::vault::{Binding, Keyring};
 
-pub const PKCE_VERIFIER: &str = "pkce_verifier";
+/// The vault binding's column for a sealed pending flow (the record is the state hash).
+pub const OAUTH_FLOW: &str = "oauth_flow";
+
+/// What a pending flow holds, sealed as one value into [`FlowRecord::sealed`]. Serialized as
+/// JSON inside the seal; new fields are optional so a flow sealed by an older Relay still opens.
+#[derive(Serialize, Deserialize)]
+struct PendingFlow {
+    provider: String,
+    actor_type: String,
+    actor_id: String,
+    scopes: String,
+    pkce_verifier: String,
+    redirect_uri: String,
+    expected_issuer: Option<String>,
+    iss_required: bool,
+    return_to: Option<String>,
+}
+
+impl Drop for PendingFlow {
+    fn drop(&mut self) {
+        self.pkce_verifier.zeroize();
+    }
+}
+
+fn flow_binding<'a>(workspace: &'a WorkspaceId, state_hash: &'a str) -> Binding<'a> {
+    Binding {
+        workspace: workspace.as_str(),
+        record: state_hash,
+        column: OAUTH_FLOW,
+    }
+}
 
 pub struct ConnectService {
     /// Pending flows: the database by default, Redis when configured (see `with_flows`).
@@ -137,7 +170,7 @@ impl ConnectService {
         let now = self.clock.now();
         let state = random::token();
         let state_hash = random::sha256_hex(state.as_bytes());
-        let verifier = zeroize::Zeroizing::new(random::token());
+        let verifier = Zeroizing::new(random::token());
         let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(
             &ring::digest::SHA256,
             verifier.as_bytes(),
@@ -161,24 +194,27 @@ impl ConnectService {
             )
             .await
             .map_err(|e| oauth_to_service(e, "authorization endpoint"))?;
-        let binding = Binding {
-            workspace: req.workspace_id.as_str(),
-            record: &state_hash,
-            column: PKCE_VERIFIER,
-        };
         let expires_at = now.plus(self.flow_ttl);
-        let flow = FlowRecord {
-            pkce_verifier: self.keyring.seal(verifier.as_bytes(), binding),
-            state_hash,
-            workspace_id: req.workspace_id,
-            provider: req.provider.clone(),
-            actor_type: req.actor_type,
-            actor_id: req.actor_id,
-            scopes,
+        let pending = PendingFlow {
+            provider: req.provider.as_str().to_owned(),
+            actor_type: req.actor_type.as_str().to_owned(),
+            actor_id: req.actor_id.as_str().to_owned(),
+            scopes: scopes.to_space_separated(),
+            pkce_verifier: verifier.to_string(),
             redirect_uri,
             expected_issuer: auth.expected_issuer,
             iss_required: auth.iss_required,
             return_to: req.return_to,
+        };
+        // Serializing a struct of strings cannot fail.
+        #[allow(clippy::expect_used)]
+        let plain = Zeroizing::new(serde_json::to_vec(&pending).expect("flow serializes"));
+        let flow = FlowRecord {
+            sealed: self
+                .keyring
+                .seal(&plain, flow_binding(&req.workspace_id, &state_hash)),
+            state_hash,
+            workspace_id: req.workspace_id,
             created_at: now,
             expires_at,
         };
@@ -229,17 +265,32 @@ impl ConnectService {
             .await
             .map_err(ServiceError::from)?
             .ok_or(CallbackError::InvalidState)?;
-        if &flow.provider != provider {
+        // The record must open under its own state hash: an edited record, or another flow's
+        // record stored under this state, fails here and counts as an unknown state.
+        let sealed_flow = match self
+            .keyring
+            .open(&flow.sealed, flow_binding(&flow.workspace_id, &state_hash))
+        {
+            Ok(plain) => serde_json::from_slice::<PendingFlow>(&plain)
+                .map_err(|_| CallbackError::InvalidState)?,
+            Err(e) => {
+                warn!(%provider, error = %e, "a pending flow did not open: edited, swapped or sealed with a retired key");
+                return Err(CallbackError::InvalidState);
+            }
+        };
+        if sealed_flow.provider != provider.as_str() {
             return Err(CallbackError::InvalidState);
         }
         if self.clock.now() >= flow.expires_at {
             return Err(CallbackError::ExpiredState);
         }
-        match (&flow.expected_issuer, &params.iss) {
+        match (&sealed_flow.expected_issuer, &params.iss) {
             (Some(expected), Some(got)) if expected != got => {
                 return Err(CallbackError::IssuerMismatch);
             }
-            (Some(_), None) if flow.iss_required => return Err(CallbackError::IssuerMismatch),
+            (Some(_), None) if sealed_flow.iss_required => {
+                return Err(CallbackError::IssuerMismatch);
+            }
             _ => {}
         }
         if let Some(error) = params.error {
@@ -252,18 +303,14 @@ impl ConnectService {
             .code
             .filter(|c| !c.is_empty())
             .ok_or(CallbackError::MissingCode)?;
-        let binding = Binding {
-            workspace: flow.workspace_id.as_str(),
-            record: &flow.state_hash,
-            column: PKCE_VERIFIER,
-        };
-        let verifier = self
-            .keyring
-            .open_string(&flow.pkce_verifier, binding)
-            .map_err(ServiceError::from)?;
         let tokens = self
             .providers
-            .exchange_code(provider, &code, verifier.as_str(), &flow.redirect_uri)
+            .exchange_code(
+                provider,
+                &code,
+                &sealed_flow.pkce_verifier,
+                &sealed_flow.redirect_uri,
+            )
             .await
             .map_err(|e| match e {
                 OAuthError::Transient {
@@ -277,10 +324,10 @@ impl ConnectService {
                 NewConnection {
                     workspace_id: flow.workspace_id,
                     provider: provider.clone(),
-                    actor_type: flow.actor_type,
-                    actor_id: flow.actor_id,
+                    actor_type: ActorType::from_stored(sealed_flow.actor_type.clone()),
+                    actor_id: ActorId::from_stored(sealed_flow.actor_id.clone()),
                     tokens,
-                    requested_scopes: flow.scopes,
+                    requested_scopes: Scopes::from_stored(&sealed_flow.scopes),
                     expires_at: None,
                 },
                 "connect flow",
@@ -289,7 +336,7 @@ impl ConnectService {
         info!(connection_id = %connection.id, %provider, "account connected");
         Ok(CompletedFlow {
             connection,
-            return_to: flow.return_to,
+            return_to: sealed_flow.return_to.clone(),
         })
     }
 }

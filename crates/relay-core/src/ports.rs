@@ -29,21 +29,16 @@ pub struct ApiKeyRecord {
     pub rate_limit_per_minute: Option<i64>,
 }
 
-/// A pending connect flow, keyed by the SHA-256 of its `state` (the state itself is never
-/// stored). The PKCE verifier is sealed, bound to the workspace and state hash.
+/// A pending connect flow as stored, keyed by the SHA-256 of its `state` (the state itself is
+/// never stored). Everything the callback acts on (actor, return_to, the PKCE verifier, the
+/// expected identity) is in `sealed`, sealed as one record bound to the workspace and state
+/// hash (see `crate::connect`): whoever can write the table or Redis can delete a flow, never
+/// redirect it. The clear fields only serve purging and `vault status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowRecord {
     pub state_hash: String,
     pub workspace_id: WorkspaceId,
-    pub provider: ProviderName,
-    pub actor_type: ActorType,
-    pub actor_id: ActorId,
-    pub scopes: Scopes,
-    pub pkce_verifier: Vec<u8>,
-    pub redirect_uri: String,
-    pub expected_issuer: Option<String>,
-    pub iss_required: bool,
-    pub return_to: Option<String>,
+    pub sealed: Vec<u8>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
 }

@@ -27,8 +27,7 @@ macro_rules! connection_columns {
 
 macro_rules! flow_columns {
     () => {
-        "state_hash, workspace_id, provider, actor_type, actor_id, scopes, pkce_verifier, \
-         redirect_uri, expected_issuer, iss_required, return_to, created_at, expires_at"
+        "state_hash, workspace_id, sealed_flow, created_at, expires_at"
     };
 }
 
@@ -49,7 +48,6 @@ pub(crate) trait Fields {
     fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
     fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError>;
     fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    fn boolean(&self, col: &str) -> Result<bool, StoreError>;
     fn small_int(&self, col: &str) -> Result<i32, StoreError>;
 
     fn time(&self, col: &str) -> Result<Timestamp, StoreError> {
@@ -85,9 +83,6 @@ macro_rules! impl_fields {
                 self.try_get(col).map_err(|e| decode_error(col, e))
             }
             fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError> {
-                self.try_get(col).map_err(|e| decode_error(col, e))
-            }
-            fn boolean(&self, col: &str) -> Result<bool, StoreError> {
                 self.try_get(col).map_err(|e| decode_error(col, e))
             }
             fn small_int(&self, col: &str) -> Result<i32, StoreError> {
@@ -132,15 +127,7 @@ pub(crate) fn flow(row: &impl Fields) -> Result<FlowRecord, StoreError> {
     Ok(FlowRecord {
         state_hash: row.text("state_hash")?,
         workspace_id: WorkspaceId::from_stored(row.text("workspace_id")?),
-        provider: ProviderName::from_stored(row.text("provider")?),
-        actor_type: ActorType::from_stored(row.text("actor_type")?),
-        actor_id: ActorId::from_stored(row.text("actor_id")?),
-        scopes: Scopes::from_stored(&row.text("scopes")?),
-        pkce_verifier: row.bytes("pkce_verifier")?,
-        redirect_uri: row.text("redirect_uri")?,
-        expected_issuer: row.opt_text("expected_issuer")?,
-        iss_required: row.boolean("iss_required")?,
-        return_to: row.opt_text("return_to")?,
+        sealed: row.bytes("sealed_flow")?,
         created_at: row.time("created_at")?,
         expires_at: row.time("expires_at")?,
     })

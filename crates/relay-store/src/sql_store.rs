@@ -173,19 +173,11 @@ macro_rules! sql_store {
                 sqlx::query(concat!(
                     "INSERT INTO oauth_flows (",
                     flow_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                    ") VALUES ($1, $2, $3, $4, $5)"
                 ))
                 .bind(flow.state_hash.clone())
                 .bind(flow.workspace_id.as_str().to_owned())
-                .bind(flow.provider.as_str().to_owned())
-                .bind(flow.actor_type.as_str().to_owned())
-                .bind(flow.actor_id.as_str().to_owned())
-                .bind(flow.scopes.to_space_separated())
-                .bind(flow.pkce_verifier.clone())
-                .bind(flow.redirect_uri.clone())
-                .bind(flow.expected_issuer.clone())
-                .bind(flow.iss_required)
-                .bind(flow.return_to.clone())
+                .bind(flow.sealed.clone())
                 .bind(flow.created_at.0)
                 .bind(flow.expires_at.0)
                 .execute(&self.pool)

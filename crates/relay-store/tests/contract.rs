@@ -75,15 +75,7 @@ fn flow(ws: &WorkspaceId, state_hash: &str, expires_at: Timestamp) -> FlowRecord
     FlowRecord {
         state_hash: state_hash.into(),
         workspace_id: ws.clone(),
-        provider: ProviderName::parse("google").expect("provider"),
-        actor_type: ActorType::user(),
-        actor_id: ActorId::parse("user-1").expect("actor"),
-        scopes: Scopes::parse("openid https://www.googleapis.com/auth/gmail.send").expect("s"),
-        pkce_verifier: vec![0, 1, 2, 250, 251],
-        redirect_uri: "https://relay.example/oauth/google/callback".into(),
-        expected_issuer: Some("https://accounts.google.com".into()),
-        iss_required: true,
-        return_to: None,
+        sealed: vec![0, 1, 2, 250, 251],
         created_at: T0,
         expires_at,
     }
@@ -199,8 +191,7 @@ async fn api_keys_insert_find_revoke(store: Arc<dyn Store>) {
 
 async fn flows_are_taken_once_even_by_concurrent_takers(store: Arc<dyn Store>) {
     let ws = workspace(&store, "acme").await;
-    let mut record = flow(&ws, &"f".repeat(64), at(600));
-    record.return_to = Some("https://app.example/done".into());
+    let record = flow(&ws, &"f".repeat(64), at(600));
     store.insert_flow(&record).await.expect("insert");
     assert!(matches!(
         store.insert_flow(&record).await,
@@ -228,9 +219,7 @@ async fn flows_are_taken_once_even_by_concurrent_takers(store: Arc<dyn Store>) {
     );
 
     // An expired flow is still returned (the caller reports "expired"), once.
-    let mut expired = flow(&ws, &"e".repeat(64), at(-1));
-    expired.expected_issuer = None;
-    expired.iss_required = false;
+    let expired = flow(&ws, &"e".repeat(64), at(-1));
     store.insert_flow(&expired).await.expect("insert");
     assert_eq!(
         store.take_flow(&expired.state_hash).await.expect("take"),
@@ -916,7 +905,7 @@ async fn migrations_can_be_undone_and_reapplied(t: &TestDb) {
         .upsert_connection(&connection(&ws, "google", "user-1", T0))
         .await
         .expect("the schema works again");
-    assert_eq!(t.db.migration_versions(), [1, 2, 3, 4, 5]);
+    assert_eq!(t.db.migration_versions(), [1, 2, 3, 4, 5, 6]);
 }
 
 /// A server that does not answer is `Unavailable` (so `/ready` and callers can say "try

@@ -402,15 +402,7 @@ fn flow(ws: &WorkspaceId, hash: &str, clock: &ManualClock) -> FlowRecord {
     FlowRecord {
         state_hash: hash.into(),
         workspace_id: ws.clone(),
-        provider: ProviderName::parse("google").expect("provider"),
-        actor_type: ActorType::user(),
-        actor_id: ActorId::parse("user-1").expect("actor"),
-        scopes: Scopes::parse("openid").expect("s"),
-        pkce_verifier: vec![0, 1, 2, 250],
-        redirect_uri: "https://relay.example/oauth/google/callback".into(),
-        expected_issuer: None,
-        iss_required: false,
-        return_to: Some("https://app.example/done".into()),
+        sealed: vec![0, 1, 2, 250],
         created_at: clock.now(),
         expires_at: clock.now().plus(Duration::from_secs(600)),
     }

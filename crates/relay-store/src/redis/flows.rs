@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use relay_core::clock::{Clock, Timestamp};
 use relay_core::coordination::FlowStore;
 use relay_core::ports::{FlowRecord, Store};
-use relay_core::{ActorId, ActorType, ProviderName, Scopes, StoreError, WorkspaceId};
+use relay_core::{StoreError, WorkspaceId};
 use serde::{Deserialize, Serialize};
 
 use super::{Redis, RedisError, fell_back};
@@ -95,21 +95,13 @@ impl FlowStore for RedisFlows {
     }
 }
 
-/// The stored form of a flow. The PKCE verifier is already sealed (bound to the workspace and
-/// state hash); nothing here is plaintext secret.
+/// The stored form of a flow: the sealed record (see `FlowRecord`) and what expiry needs.
+/// Nothing here is plaintext secret, and nothing here can be edited into another valid flow.
 #[derive(Serialize, Deserialize)]
 struct Stored {
     state_hash: String,
     ws: String,
-    provider: String,
-    actor_type: String,
-    actor_id: String,
-    scopes: String,
-    pkce: String,
-    redirect_uri: String,
-    expected_issuer: Option<String>,
-    iss_required: bool,
-    return_to: Option<String>,
+    sealed: String,
     created_at: i64,
     expires_at: i64,
 }
@@ -118,15 +110,7 @@ fn encode(f: &FlowRecord) -> String {
     serde_json::to_string(&Stored {
         state_hash: f.state_hash.clone(),
         ws: f.workspace_id.as_str().to_owned(),
-        provider: f.provider.as_str().to_owned(),
-        actor_type: f.actor_type.as_str().to_owned(),
-        actor_id: f.actor_id.as_str().to_owned(),
-        scopes: f.scopes.to_space_separated(),
-        pkce: STANDARD_NO_PAD.encode(&f.pkce_verifier),
-        redirect_uri: f.redirect_uri.clone(),
-        expected_issuer: f.expected_issuer.clone(),
-        iss_required: f.iss_required,
-        return_to: f.return_to.clone(),
+        sealed: STANDARD_NO_PAD.encode(&f.sealed),
         created_at: f.created_at.0,
         expires_at: f.expires_at.0,
     })
@@ -138,15 +122,7 @@ fn decode(raw: &str) -> Option<FlowRecord> {
     Some(FlowRecord {
         state_hash: s.state_hash,
         workspace_id: WorkspaceId::from_stored(s.ws),
-        provider: ProviderName::from_stored(s.provider),
-        actor_type: ActorType::from_stored(s.actor_type),
-        actor_id: ActorId::from_stored(s.actor_id),
-        scopes: Scopes::from_stored(&s.scopes),
-        pkce_verifier: STANDARD_NO_PAD.decode(s.pkce).ok()?,
-        redirect_uri: s.redirect_uri,
-        expected_issuer: s.expected_issuer,
-        iss_required: s.iss_required,
-        return_to: s.return_to,
+        sealed: STANDARD_NO_PAD.decode(s.sealed).ok()?,
         created_at: Timestamp(s.created_at),
         expires_at: Timestamp(s.expires_at),
     })

@@ -1,0 +1,136 @@
+//! What someone who can write Relay's storage, but does not hold the master key, can do to it:
+//! pending connect flows in Redis cannot be edited or swapped into another valid flow.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use serde_json::Value;
+use support::*;
+
+/// The `state` query parameter of an authorize URL.
+fn state_of(authorize_url: &str) -> String {
+    url::Url::parse(authorize_url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("a state")
+}
+
+fn sha256_hex(s: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Edits a stored flow the way an attacker with Redis write access would: where the record
+/// names the actor in the clear, re-targets it; otherwise alters the sealed bytes.
+fn edit_flow(raw: &str) -> String {
+    let mut v: Value = serde_json::from_str(raw).unwrap();
+    if v.get("actor_id").is_some() {
+        v["actor_id"] = "mallory".into();
+        v["return_to"] = Value::Null;
+    } else {
+        let mut sealed = STANDARD_NO_PAD
+            .decode(v["sealed"].as_str().expect("a sealed flow"))
+            .unwrap();
+        let last = sealed.len() - 20;
+        sealed[last] ^= 1;
+        v["sealed"] = STANDARD_NO_PAD.encode(sealed).into();
+    }
+    v.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_or_swapped_flow_in_redis_is_refused() {
+    let Some(redis_url) = redis_url().await else {
+        return;
+    };
+    let fake = FakeProvider::start(FakeProviderConfig::default()).await;
+    let prefix = format!("relay-it:{}:", random_token(9));
+    let dir = TempDir::new();
+    let opts = RelayOptions::new(
+        dir.path(),
+        &format!(
+            "{FAST_REFRESH}\n{}",
+            provider_toml("test", "oidc", &fake.issuer(), "")
+        ),
+    )
+    .with_env("REDIS_URL", &redis_url)
+    .with_env("REDIS_KEY_PREFIX", &prefix);
+    let key = opts.create_api_key("acme").await;
+    let relay = Relay::start(opts).await;
+    let redis = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let flow_key = |state: &str| format!("{prefix}flow:{}", sha256_hex(state));
+
+    // 1. A field of bob's pending flow is edited: the callback refuses the state.
+    let (status, body) = relay
+        .get_json("/oauth/test/authorize?actor_id=bob", &key)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let authorize_url = body["authorize_url"].as_str().unwrap().to_owned();
+    let redis_key = flow_key(&state_of(&authorize_url));
+    let raw: String = redis::cmd("GET")
+        .arg(&redis_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&redis_key)
+        .arg(edit_flow(&raw))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let redirect = follow_authorize(&authorize_url).await;
+    let resp = relay.http.get(&redirect.location).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.text().await.unwrap().contains("invalid"));
+    assert!(!raw.contains("bob"), "the actor is sealed: {raw}");
+
+    // 2. Mallory's flow record is stored under bob's state: it does not open there.
+    let (_, bob) = relay
+        .get_json("/oauth/test/authorize?actor_id=bob", &key)
+        .await;
+    let (_, mallory) = relay
+        .get_json("/oauth/test/authorize?actor_id=mallory", &key)
+        .await;
+    let bob_url = bob["authorize_url"].as_str().unwrap().to_owned();
+    let bob_state = state_of(&bob_url);
+    let mallory_key = flow_key(&state_of(mallory["authorize_url"].as_str().unwrap()));
+    let raw: String = redis::cmd("GET")
+        .arg(&mallory_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut swapped: Value = serde_json::from_str(&raw).unwrap();
+    swapped["state_hash"] = sha256_hex(&bob_state).into();
+    let _: () = redis::cmd("SET")
+        .arg(flow_key(&bob_state))
+        .arg(swapped.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let redirect = follow_authorize(&bob_url).await;
+    let resp = relay.http.get(&redirect.location).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+
+    // Neither callback connected anyone, and no code was exchanged.
+    assert_eq!(fake.code_exchanges(), 0);
+    for actor in ["bob", "mallory"] {
+        let (status, st) = relay
+            .get_json(&format!("/oauth/test/status?actor_id={actor}"), &key)
+            .await;
+        assert_eq!(status, 200, "{st}");
+        assert_eq!(st["linked"], false, "{actor}: {st}");
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(&mallory_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
