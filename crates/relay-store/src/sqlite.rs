@@ -67,6 +67,7 @@ impl SqliteStore {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         if !in_memory && creates_file(url) {
             create_parent_dir(options.get_filename())?;
+            create_private_file(options.get_filename())?;
         }
         let mut pool = SqlitePoolOptions::new()
             .acquire_timeout(config.acquire_timeout)
@@ -131,14 +132,45 @@ fn creates_file(url: &str) -> bool {
 }
 
 /// SQLite creates a missing file but not its directory; a fresh data directory
-/// (`sqlite://data/relay.db?mode=rwc` on a new machine) should just work.
+/// (`sqlite://data/relay.db?mode=rwc` on a new machine) should just work. The directory is
+/// the owner's alone (0700): it holds sealed tokens and, in the embedded mode, the key file.
 fn create_parent_dir(file: &Path) -> Result<(), StoreError> {
     match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
-            .map_err(|e| {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                builder.mode(0o700);
+            }
+            builder.create(dir).map_err(|e| {
                 StoreError::Other(format!("cannot create directory {}: {e}", dir.display()))
-            }),
+            })
+        }
         _ => Ok(()),
+    }
+}
+
+/// SQLite creates a missing database with mode 0644 (less the umask), and its `-wal` and
+/// `-shm` files with the database file's mode: creating the empty file owner-only (0600)
+/// first keeps all three unreadable to other local users. An existing file is left alone
+/// (the binary warns at start when it is wider).
+fn create_private_file(file: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Other(format!(
+            "cannot create {}: {e}",
+            file.display()
+        ))),
     }
 }
 

@@ -147,7 +147,8 @@ fn ids(known: &[relay_core::ports::VaultKeyRecord]) -> String {
 
 fn write_key_file(path: &Path, key: &MasterKey) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::file_modes::create_private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

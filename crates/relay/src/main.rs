@@ -4,6 +4,7 @@
 mod audit_cli;
 mod cli;
 mod config;
+mod file_modes;
 mod import;
 mod keys;
 mod logging;

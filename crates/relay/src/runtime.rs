@@ -64,7 +64,7 @@ impl Drop for BackgroundRuntime {
 /// Opens the configured database and brings its schema up to date.
 pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
     if config.embedded {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        crate::file_modes::create_private_dir(&config.data_dir).with_context(|| {
             format!("creating the data directory {}", config.data_dir.display())
         })?;
     }
@@ -87,6 +87,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     keys::install_audit_key(&db, &loaded).await?;
+    crate::file_modes::warn_if_open_to_others(&config);
     let keyring = Arc::new(loaded.keyring);
     let primary_key_id = keyring.primary_id().to_hex();
     info!(key_id = %primary_key_id, database = db.kind().as_str(), "encryption key loaded");

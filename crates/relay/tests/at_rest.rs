@@ -1,5 +1,6 @@
 //! What someone who can write Relay's storage, but does not hold the master key, can do to it:
-//! pending connect flows in Redis cannot be edited or swapped into another valid flow.
+//! pending connect flows in Redis cannot be edited or swapped into another valid flow; and
+//! what other local users of the machine can read: nothing of the data directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -133,4 +134,67 @@ async fn an_edited_or_swapped_flow_in_redis_is_refused() {
         .query_async(&mut conn)
         .await
         .unwrap();
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_and_its_files_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let fake = FakeProvider::start(FakeProviderConfig::default()).await;
+    let home = TempDir::new();
+    // A data directory Relay creates itself, with a key it generates.
+    let data = home.path().join("data");
+    let opts = RelayOptions::new(
+        home.path(),
+        &provider_toml("test", "oidc", &fake.issuer(), ""),
+    )
+    .without_env("OAUTH_ENCRYPTION_KEY")
+    .with_env("RELAY_DATA_DIR", data.to_str().unwrap());
+    let relay = Relay::start(opts.clone()).await;
+    let key = opts.create_api_key("acme").await;
+    let (status, _) = relay.get_json("/connections", &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    for file in ["relay.db", "relay.db-wal", "relay.db-shm", "encryption.key"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    assert!(
+        !relay.logs().contains("open to other local users"),
+        "{}",
+        relay.logs()
+    );
+    assert!(relay.stop().await.success());
+
+    // Widened by hand: Relay starts, and says which paths and how to fix them (SQLite gives the
+    // `-wal` and `-shm` files the database file's mode, so they are wide too).
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        data.join("relay.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let relay = Relay::start(opts).await;
+    let logs = relay.logs();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("open to other local users"))
+        .collect();
+    assert_eq!(warnings.len(), 4, "{logs}");
+    assert!(warnings.iter().any(|l| l.contains("chmod 700")), "{logs}");
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("relay.db") && l.contains("chmod 600")),
+        "{logs}"
+    );
 }
