@@ -15,7 +15,7 @@
 //! * a 401 from the provider API forces one refresh and one retry; a second 401 marks the
 //!   connection `needs_reauth`.
 
-mod service;
+pub(crate) mod service;
 
 pub use service::{
     ActionService, ActionSettings, ConnectionRef, ExecuteOutcome, PreviewRequest, PreviewView,

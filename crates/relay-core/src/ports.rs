@@ -43,6 +43,48 @@ pub struct FlowRecord {
     pub expires_at: Timestamp,
 }
 
+/// The kinds of sealed value kept besides connection tokens; key rotation re-seals and counts
+/// every one (see `crate::rotation`). A new sealed column gets a kind here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SealedKind {
+    /// A workspace's webhook signing secret (`webhook_secrets.secret`).
+    WebhookSecret,
+    /// A rendered action request (`action_previews.payload`).
+    ActionPreview,
+    /// What an execution returned (`action_executions.outcome`).
+    ActionOutcome,
+    /// A pending connect flow (`oauth_flows.sealed_flow`; flows in Redis expire on their own).
+    OAuthFlow,
+}
+
+impl SealedKind {
+    pub const ALL: [SealedKind; 4] = [
+        SealedKind::WebhookSecret,
+        SealedKind::ActionPreview,
+        SealedKind::ActionOutcome,
+        SealedKind::OAuthFlow,
+    ];
+
+    /// The name `vault status` and `vault reseal` report it under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SealedKind::WebhookSecret => "webhook_secret",
+            SealedKind::ActionPreview => "action_preview",
+            SealedKind::ActionOutcome => "action_outcome",
+            SealedKind::OAuthFlow => "oauth_flow",
+        }
+    }
+}
+
+/// One stored sealed value and the (workspace, record) it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedValue {
+    pub workspace_id: WorkspaceId,
+    /// The record's id: webhook secret id, preview id, or state hash.
+    pub record: String,
+    pub sealed: Vec<u8>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionFilter {
     pub provider: Option<ProviderName>,
@@ -188,6 +230,22 @@ pub trait Store: Send + Sync + 'static {
         expected_version: i64,
         access_token: &[u8],
         refresh_token: Option<&[u8]>,
+    ) -> Result<bool, StoreError>;
+    /// Sealed values of one kind other than connection tokens, in (workspace, record) order,
+    /// after `after` (a keyset page).
+    async fn sealed_values_page(
+        &self,
+        kind: SealedKind,
+        after: Option<(&WorkspaceId, &str)>,
+        limit: u32,
+    ) -> Result<Vec<SealedValue>, StoreError>;
+    /// Replaces one sealed value with the same plaintext sealed under another key, if it still
+    /// holds `old` (a compare-and-swap on the bytes). `false` when it changed or went meanwhile.
+    async fn reseal_value(
+        &self,
+        kind: SealedKind,
+        value: &SealedValue,
+        new: &[u8],
     ) -> Result<bool, StoreError>;
 
     // -- vault keys --

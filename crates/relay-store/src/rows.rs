@@ -6,7 +6,7 @@
 //! reads from.
 
 use relay_core::clock::Timestamp;
-use relay_core::ports::{ApiKeyRecord, FlowRecord, VaultKeyRecord, Workspace};
+use relay_core::ports::{ApiKeyRecord, FlowRecord, SealedKind, VaultKeyRecord, Workspace};
 use relay_core::{
     ActorId, ActorType, Connection, ConnectionId, ConnectionStatus, ProviderName, Scopes,
     StoreError, WorkspaceId,
@@ -38,6 +38,58 @@ macro_rules! api_key_columns {
 }
 
 pub(crate) use {api_key_columns, connection_columns, flow_columns};
+
+/// The statements that page through and re-seal one kind of sealed value (see
+/// `Store::sealed_values_page`); the same text on both dialects.
+pub(crate) struct SealedSql {
+    pub page: &'static str,
+    pub reseal: &'static str,
+}
+
+/// Writes the two statements for a (table, record column, sealed column).
+macro_rules! sealed_sql {
+    ($table:literal, $record:literal, $column:literal) => {
+        SealedSql {
+            page: concat!(
+                "SELECT workspace_id, ",
+                $record,
+                " AS record, ",
+                $column,
+                " AS sealed FROM ",
+                $table,
+                " WHERE ",
+                $column,
+                " IS NOT NULL AND ($1 IS NULL OR workspace_id > $1 ",
+                "OR (workspace_id = $1 AND ",
+                $record,
+                " > $2)) ORDER BY workspace_id, ",
+                $record,
+                " LIMIT $3"
+            ),
+            reseal: concat!(
+                "UPDATE ",
+                $table,
+                " SET ",
+                $column,
+                " = $1 WHERE workspace_id = $2 AND ",
+                $record,
+                " = $3 AND ",
+                $column,
+                " = $4"
+            ),
+        }
+    };
+}
+
+/// Where each kind of sealed value lives.
+pub(crate) fn sealed_sql(kind: SealedKind) -> SealedSql {
+    match kind {
+        SealedKind::WebhookSecret => sealed_sql!("webhook_secrets", "id", "secret"),
+        SealedKind::ActionPreview => sealed_sql!("action_previews", "id", "payload"),
+        SealedKind::ActionOutcome => sealed_sql!("action_executions", "preview_id", "outcome"),
+        SealedKind::OAuthFlow => sealed_sql!("oauth_flows", "state_hash", "sealed_flow"),
+    }
+}
 
 /// Typed column access shared by both row types. A decoding failure names the column, never
 /// its value (which could be sealed token bytes).

@@ -337,6 +337,53 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn sealed_values_page(
+                &self,
+                kind: SealedKind,
+                after: Option<(&WorkspaceId, &str)>,
+                limit: u32,
+            ) -> Result<Vec<SealedValue>, StoreError> {
+                let sql = rows::sealed_sql(kind).page;
+                let (ws, rec) = match after {
+                    Some((ws, rec)) => (Some(ws.as_str().to_owned()), Some(rec.to_owned())),
+                    None => (None, None),
+                };
+                sqlx::query(sql)
+                    .bind(ws)
+                    .bind(rec)
+                    .bind(i64::from(limit.clamp(1, 10_000)))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(err)?
+                    .iter()
+                    .map(|row| {
+                        Ok(SealedValue {
+                            workspace_id: WorkspaceId::from_stored(rows::Fields::text(row, "workspace_id")?),
+                            record: rows::Fields::text(row, "record")?,
+                            sealed: rows::Fields::bytes(row, "sealed")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn reseal_value(
+                &self,
+                kind: SealedKind,
+                value: &SealedValue,
+                new: &[u8],
+            ) -> Result<bool, StoreError> {
+                let sql = rows::sealed_sql(kind).reseal;
+                let done = sqlx::query(sql)
+                    .bind(new.to_vec())
+                    .bind(value.workspace_id.as_str().to_owned())
+                    .bind(value.record.clone())
+                    .bind(value.sealed.clone())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn delete_connection(
                 &self,
                 workspace: &WorkspaceId,

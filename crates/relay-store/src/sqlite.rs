@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use relay_core::clock::Timestamp;
 use relay_core::connection::{Connection, TokenUpdate};
 use relay_core::ports::{
-    ApiKeyRecord, ConnectionFilter, FlowRecord, Store, VaultKeyRecord, Workspace,
+    ApiKeyRecord, ConnectionFilter, FlowRecord, SealedKind, SealedValue, Store, VaultKeyRecord,
+    Workspace,
 };
 use relay_core::{ActorId, ActorType, ConnectionId, ProviderName, StoreError, WorkspaceId};
 use sqlx::Sqlite;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use relay_core::clock::Timestamp;
 use relay_core::connection::TokenUpdate;
-use relay_core::ports::{ApiKeyRecord, ConnectionFilter, FlowRecord, Store};
+use relay_core::ports::{ApiKeyRecord, ConnectionFilter, FlowRecord, SealedKind, Store};
 use relay_core::{
     ActorId, ActorType, Connection, ConnectionId, ConnectionStatus, ProviderName, Scopes,
     StoreError, WorkspaceId,
@@ -98,6 +98,7 @@ on_every_backend!(
     store release_records_failures_only_for_the_owner,
     store vault_keys_are_registered_once,
     store connections_page_walks_every_workspace_and_reseal_is_a_compare_and_swap,
+    store sealed_values_are_paged_across_workspaces_and_resealed_by_compare_and_swap,
     db migrations_can_be_undone_and_reapplied,
 );
 
@@ -933,4 +934,82 @@ async fn an_unknown_scheme_is_refused() {
         !err.to_string().contains("hunter2"),
         "the URL may hold a password"
     );
+}
+
+async fn sealed_values_are_paged_across_workspaces_and_resealed_by_compare_and_swap(
+    store: Arc<dyn Store>,
+) {
+    let a = workspace(&store, "acme").await;
+    let b = workspace(&store, "globex").await;
+    for (ws, hash) in [(&b, "h1"), (&a, "h2"), (&a, "h4"), (&b, "h3")] {
+        let mut f = flow(ws, hash, at(600));
+        f.sealed = format!("{}-{hash}", ws.as_str()).into_bytes();
+        store.insert_flow(&f).await.expect("insert");
+    }
+    let first = store
+        .sealed_values_page(SealedKind::OAuthFlow, None, 3)
+        .await
+        .expect("page");
+    let last = first.last().expect("a page");
+    let rest = store
+        .sealed_values_page(
+            SealedKind::OAuthFlow,
+            Some((&last.workspace_id, &last.record)),
+            3,
+        )
+        .await
+        .expect("page");
+    let walked: Vec<(String, String)> = first
+        .iter()
+        .chain(rest.iter())
+        .map(|v| (v.workspace_id.as_str().to_owned(), v.record.clone()))
+        .collect();
+    let mut expected: Vec<(String, String)> = [(&a, "h2"), (&a, "h4"), (&b, "h1"), (&b, "h3")]
+        .iter()
+        .map(|(ws, r)| (ws.as_str().to_owned(), (*r).to_owned()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        walked, expected,
+        "every value once, in (workspace, record) order"
+    );
+    assert!(
+        first
+            .iter()
+            .chain(rest.iter())
+            .all(|v| v.sealed == format!("{}-{}", v.workspace_id.as_str(), v.record).into_bytes())
+    );
+
+    let v = &first[0];
+    assert!(
+        store
+            .reseal_value(SealedKind::OAuthFlow, v, b"resealed")
+            .await
+            .expect("reseal")
+    );
+    assert!(
+        !store
+            .reseal_value(SealedKind::OAuthFlow, v, b"again")
+            .await
+            .expect("reseal"),
+        "the bytes changed: a stale value loses"
+    );
+    let taken = store
+        .take_flow(&v.record)
+        .await
+        .expect("take")
+        .expect("flow");
+    assert_eq!(taken.sealed, b"resealed");
+    for kind in SealedKind::ALL {
+        if kind != SealedKind::OAuthFlow {
+            assert!(
+                store
+                    .sealed_values_page(kind, None, 10)
+                    .await
+                    .expect("page")
+                    .is_empty(),
+                "{kind:?}"
+            );
+        }
+    }
 }

@@ -275,8 +275,12 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
                 VaultCommand::Status => {
                     let usage = relay_core::rotation::key_usage(store.as_ref()).await?;
                     println!("primary key: {}", keys.keyring.primary_id());
-                    for (key, count) in usage {
-                        println!("{key}\t{count} sealed tokens");
+                    // One line per kind and key: after a complete re-seal, every line names
+                    // the primary key, and the previous keys can be retired.
+                    for (kind, keys) in usage {
+                        for (key, count) in keys {
+                            println!("{kind}\t{key}\t{count} sealed");
+                        }
                     }
                 }
                 VaultCommand::Reseal => {
@@ -303,10 +307,16 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
                         "scanned {}, re-sealed {}, changed meanwhile {}, unreadable {}",
                         r.scanned, r.resealed, r.changed_meanwhile, r.unreadable
                     );
+                    for (kind, k) in &r.by_kind {
+                        println!(
+                            "{kind}\tscanned {}, re-sealed {}, changed meanwhile {}, unreadable {}",
+                            k.scanned, k.resealed, k.changed_meanwhile, k.unreadable
+                        );
+                    }
                     if r.unreadable > 0 {
                         db.close().await;
                         anyhow::bail!(
-                            "{} connections hold tokens no configured key opens",
+                            "{} sealed values (tokens, secrets, previews, outcomes or flows) are under no configured key",
                             r.unreadable
                         );
                     }

@@ -1,6 +1,7 @@
 //! What someone who can write Relay's storage, but does not hold the master key, can do to it:
 //! pending connect flows in Redis cannot be edited or swapped into another valid flow; and
-//! what other local users of the machine can read: nothing of the data directory.
+//! what other local users of the machine can read: nothing of the data directory; and key
+//! rotation, which re-seals every kind of sealed value so the old key can go.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -197,4 +198,153 @@ async fn the_data_directory_and_its_files_are_the_owners_alone() {
             .any(|l| l.contains("relay.db") && l.contains("chmod 600")),
         "{logs}"
     );
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A second master key, for rotation (Fernet format; test only).
+const NEW_KEY: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=";
+
+/// Rotation with every kind of sealed value present: connection tokens, the webhook secret, an
+/// executed preview (its outcome), a preview not yet executed, and a pending connect flow.
+/// After `vault reseal` every value names the new key, and with the old key removed each of
+/// them still opens.
+async fn rotation_reseals_every_kind_of_sealed_value(backend: Backend) {
+    let fake = FakeProvider::start(FakeProviderConfig::default()).await;
+    let hooks = WebhookReceiver::start();
+    let dir = TempDir::new();
+    let toml = format!(
+        "{FAST_REFRESH}\n{}\n[actions.webhook]\nallow_hosts = [\"127.0.0.1\"]\n",
+        provider_toml("test", "oidc", &fake.issuer(), "")
+    );
+    let mut opts = RelayOptions::new(dir.path(), &toml);
+    // One port throughout: the pending flow's redirect URI must still reach Relay after restarts.
+    opts.port = Some(free_port());
+    let _pg = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let Some(pg) = pg_database().await else {
+                return;
+            };
+            opts.database_url = Some(pg.url.clone());
+            Some(pg)
+        }
+    };
+    let key = opts.create_api_key("acme").await;
+    let relay = Relay::start(opts.clone()).await;
+    let (access, refresh) = fake.issue_tokens_directly();
+    let (s, conn) = relay
+        .post_json(
+            "/connections",
+            &key,
+            &serde_json::json!({"provider": "test", "actor_id": "u", "access_token": access, "refresh_token": refresh}),
+        )
+        .await;
+    assert_eq!(s, 201, "{conn}");
+    let conn_id = conn["id"].as_str().unwrap().to_owned();
+    let (s, secret) = relay.get_json("/webhooks/secret", &key).await;
+    assert_eq!(s, 200, "{secret}");
+    let preview = |n: u32| serde_json::json!({"action": "webhook.send", "params": {"url": hooks.url(), "payload": {"n": n}}});
+    let (s, executed) = relay.post_json("/actions/preview", &key, &preview(1)).await;
+    assert_eq!(s, 201, "{executed}");
+    let executed = executed["preview_id"].as_str().unwrap().to_owned();
+    let execute = async |relay: &Relay, id: &str| {
+        relay
+            .post_json(
+                "/actions/execute",
+                &key,
+                &serde_json::json!({ "preview_id": id }),
+            )
+            .await
+    };
+    let (s, first) = execute(&relay, &executed).await;
+    assert_eq!(s, 200, "{first}");
+    let (s, pending) = relay.post_json("/actions/preview", &key, &preview(2)).await;
+    assert_eq!(s, 201, "{pending}");
+    let pending = pending["preview_id"].as_str().unwrap().to_owned();
+    let (s, flow) = relay
+        .get_json("/oauth/test/authorize?actor_id=flow-user", &key)
+        .await;
+    assert_eq!(s, 200, "{flow}");
+    let authorize_url = flow["authorize_url"].as_str().unwrap().to_owned();
+    assert!(relay.stop().await.success());
+
+    let rotated = opts
+        .clone()
+        .with_env("OAUTH_ENCRYPTION_KEY", NEW_KEY)
+        .with_env("OAUTH_ENCRYPTION_KEY_PREVIOUS", TEST_KEY);
+    let (ok, out, err) = rotated.run(&["vault", "reseal"]).await;
+    assert!(ok, "{out}{err}");
+    for line in [
+        "connection_token\tscanned 1, re-sealed 1,",
+        "webhook_secret\tscanned 1, re-sealed 1,",
+        "action_preview\tscanned 2, re-sealed 2,",
+        "action_outcome\tscanned 1, re-sealed 1,",
+        "oauth_flow\tscanned 1, re-sealed 1,",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    let (ok, status, err) = rotated.run(&["vault", "status"]).await;
+    assert!(ok, "{err}");
+    let primary = status
+        .lines()
+        .find_map(|l| l.strip_prefix("primary key: "))
+        .expect("the primary key")
+        .to_owned();
+    let counts: Vec<(&str, &str, &str)> = status
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split('\t');
+            Some((parts.next()?, parts.next()?, parts.next()?))
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("action_outcome", primary.as_str(), "1 sealed"),
+            ("action_preview", primary.as_str(), "2 sealed"),
+            ("connection_token", primary.as_str(), "2 sealed"),
+            ("oauth_flow", primary.as_str(), "1 sealed"),
+            ("webhook_secret", primary.as_str(), "1 sealed"),
+        ],
+        "{status}"
+    );
+
+    // The old key is gone: everything still opens.
+    let relay = Relay::start(rotated.without_env("OAUTH_ENCRYPTION_KEY_PREVIOUS")).await;
+    let (s, again) = relay.get_json("/webhooks/secret", &key).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["secret"], secret["secret"]);
+    let (s, tok) = relay
+        .get_json(&format!("/connections/{conn_id}/token"), &key)
+        .await;
+    assert_eq!(s, 200, "{tok}");
+    assert_eq!(tok["access_token"], access.as_str());
+    let (s, replay) = execute(&relay, &executed).await;
+    assert_eq!(s, 200, "the outcome opens: {replay}");
+    assert_eq!(replay["result"], first["result"]);
+    let (s, sent) = execute(&relay, &pending).await;
+    assert_eq!(s, 200, "the preview opens: {sent}");
+    assert_eq!(hooks.deliveries().len(), 2);
+    let redirect = follow_authorize(&authorize_url).await;
+    let resp = relay.http.get(&redirect.location).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "the pending flow opens");
+    let (_, st) = relay
+        .get_json("/oauth/test/status?actor_id=flow-user", &key)
+        .await;
+    assert_eq!(st["linked"], true, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_reseals_every_kind_of_sealed_value_on_sqlite() {
+    rotation_reseals_every_kind_of_sealed_value(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_reseals_every_kind_of_sealed_value_on_postgres() {
+    rotation_reseals_every_kind_of_sealed_value(Backend::Postgres).await;
 }

@@ -97,9 +97,9 @@ pub struct ActionService {
     audit: Option<Arc<dyn AuditSink>>,
 }
 
-const PREVIEW: &str = "preview";
-const RESULT: &str = "result";
-const WEBHOOK_SECRET: &str = "webhook_secret";
+pub(crate) const PREVIEW: &str = "preview";
+pub(crate) const RESULT: &str = "result";
+pub(crate) const WEBHOOK_SECRET: &str = "webhook_secret";
 
 /// The stored form of an execution's outcome.
 #[derive(Serialize, serde::Deserialize)]
