@@ -23,11 +23,14 @@ use crate::coordination::{FlowStore, StoreFlows};
 use crate::error::ServiceError;
 use crate::events::{self, OAuthEvent};
 use crate::ids::{ActorId, ActorType, ProviderName, Scopes, WorkspaceId};
-use crate::oauth::{AuthorizationParams, OAuthError, ProviderGateway};
+use crate::oauth::{AuthorizationParams, OAuthError, ProviderAccount, ProviderGateway};
 use crate::ports::{FlowRecord, Store};
 use crate::random;
 use crate::refresh::{NewConnection, TokenService};
 use crate::vault::{Binding, Keyring};
+
+/// What the browser is told when another account signed in than the flow expected.
+pub const ACCOUNT_MISMATCH: &str = "the account that signed in is not the one this link was made for; nothing was connected. Sign in with the expected account and start again";
 
 /// The vault binding's column for a sealed pending flow (the record is the state hash).
 pub const OAUTH_FLOW: &str = "oauth_flow";
@@ -45,6 +48,14 @@ struct PendingFlow {
     expected_issuer: Option<String>,
     iss_required: bool,
     return_to: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
+    #[serde(default)]
+    expected_subject: Option<String>,
+    #[serde(default)]
+    expected_email: Option<String>,
+    #[serde(default)]
+    app_state: Option<String>,
 }
 
 impl Drop for PendingFlow {
@@ -83,6 +94,14 @@ pub struct StartRequest {
     pub scopes: Option<Scopes>,
     /// Already checked against the allow-list by the caller.
     pub return_to: Option<String>,
+    /// Passed to the provider as `login_hint`.
+    pub login_hint: Option<String>,
+    /// The callback is refused unless the provider account has this `sub`...
+    pub expected_subject: Option<String>,
+    /// ...or this email (compared case-insensitively).
+    pub expected_email: Option<String>,
+    /// Opaque to Relay, echoed on `return_to` so the app can bind the return to its session.
+    pub app_state: Option<String>,
 }
 
 #[derive(Debug)]
@@ -106,6 +125,9 @@ pub struct CallbackParams {
 pub struct CompletedFlow {
     pub connection: Connection,
     pub return_to: Option<String>,
+    /// The provider account linked, when the provider said (ID token or userinfo).
+    pub account: Option<ProviderAccount>,
+    pub app_state: Option<String>,
 }
 
 /// Why a callback failed. Each maps to a clear 4xx page (or 502 for provider failures).
@@ -128,6 +150,18 @@ pub enum CallbackError {
     ExchangeFailed(String),
     #[error("the provider did not answer in time")]
     ExchangeTimeout,
+    /// The ID token failed validation (signature, issuer, audience, expiry or nonce).
+    #[error("the provider's ID token was refused: {0}")]
+    IdTokenInvalid(String),
+    /// Someone else signed in than the flow was started for; nothing was stored.
+    #[error("{}", ACCOUNT_MISMATCH)]
+    AccountMismatch {
+        /// What was expected and what came back, for the audit record (never shown).
+        detail: String,
+        /// The flow's workspace and actor, for the audit record.
+        workspace_id: WorkspaceId,
+        actor_id: ActorId,
+    },
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -181,6 +215,7 @@ impl ConnectService {
             None => defaults,
         };
         let redirect_uri = self.callback_url(&req.provider);
+        let nonce = random::token();
         let auth = self
             .providers
             .authorization_url(
@@ -190,10 +225,15 @@ impl ConnectService {
                     code_challenge: &challenge,
                     redirect_uri: &redirect_uri,
                     scopes: &scopes,
+                    nonce: Some(&nonce),
+                    login_hint: req.login_hint.as_deref(),
                 },
             )
             .await
             .map_err(|e| oauth_to_service(e, "authorization endpoint"))?;
+        if (req.expected_subject.is_some() || req.expected_email.is_some()) && !auth.identifies {
+            return Err(ServiceError::IdentityUnverifiable);
+        }
         let expires_at = now.plus(self.flow_ttl);
         let pending = PendingFlow {
             provider: req.provider.as_str().to_owned(),
@@ -205,6 +245,10 @@ impl ConnectService {
             expected_issuer: auth.expected_issuer,
             iss_required: auth.iss_required,
             return_to: req.return_to,
+            nonce: Some(nonce),
+            expected_subject: req.expected_subject,
+            expected_email: req.expected_email,
+            app_state: req.app_state,
         };
         // Serializing a struct of strings cannot fail.
         #[allow(clippy::expect_used)]
@@ -318,6 +362,26 @@ impl ConnectService {
                 } => CallbackError::ExchangeTimeout,
                 other => CallbackError::ExchangeFailed(other.to_string()),
             })?;
+        // Who signed in, checked before anything is stored: a flow finished by another
+        // account than expected changes nothing.
+        let account = self
+            .providers
+            .identify(provider, &tokens, sealed_flow.nonce.as_deref())
+            .await
+            .map_err(|e| match e {
+                OAuthError::Rejected { detail } => CallbackError::IdTokenInvalid(detail),
+                OAuthError::Transient {
+                    timed_out: true, ..
+                } => CallbackError::ExchangeTimeout,
+                other => CallbackError::ExchangeFailed(other.to_string()),
+            })?;
+        check_expected_account(&sealed_flow, account.as_ref()).map_err(|detail| {
+            CallbackError::AccountMismatch {
+                detail,
+                workspace_id: flow.workspace_id.clone(),
+                actor_id: ActorId::from_stored(sealed_flow.actor_id.clone()),
+            }
+        })?;
         let connection = self
             .tokens
             .store_new(
@@ -329,6 +393,7 @@ impl ConnectService {
                     tokens,
                     requested_scopes: Scopes::from_stored(&sealed_flow.scopes),
                     expires_at: None,
+                    account: account.clone(),
                 },
                 "connect flow",
             )
@@ -337,8 +402,44 @@ impl ConnectService {
         Ok(CompletedFlow {
             connection,
             return_to: sealed_flow.return_to.clone(),
+            account,
+            app_state: sealed_flow.app_state.clone(),
         })
     }
+}
+
+/// `Err(detail)` when the flow expected an account and another one (or none we can name)
+/// signed in. The detail goes to the audit record only.
+fn check_expected_account(
+    flow: &PendingFlow,
+    account: Option<&ProviderAccount>,
+) -> Result<(), String> {
+    if flow.expected_subject.is_none() && flow.expected_email.is_none() {
+        return Ok(());
+    }
+    let Some(account) = account else {
+        return Err("the provider did not say which account signed in".into());
+    };
+    if let Some(expected) = &flow.expected_subject
+        && expected != &account.subject
+    {
+        return Err(format!(
+            "expected subject {expected:?}, signed in as {:?}",
+            account.subject
+        ));
+    }
+    if let Some(expected) = &flow.expected_email
+        && !account
+            .email
+            .as_deref()
+            .is_some_and(|got| got.eq_ignore_ascii_case(expected))
+    {
+        return Err(format!(
+            "expected email {expected:?}, signed in as {:?}",
+            account.email.as_deref().unwrap_or("(no verified email)")
+        ));
+    }
+    Ok(())
 }
 
 fn sanitize(s: &str, max: usize) -> String {

@@ -62,6 +62,10 @@ pub struct Connection {
     /// When the background refresher should look at this connection next.
     pub next_refresh_at: Option<Timestamp>,
     pub refresh_failures: i32,
+    /// The provider account the connect flow linked (the ID token's `sub`), when known.
+    pub account_subject: Option<String>,
+    /// That account's email, when the provider granted it and did not call it unverified.
+    pub account_email: Option<String>,
 }
 
 impl Connection {

@@ -53,6 +53,12 @@ pub enum ServiceError {
     /// (misconfigured client, bad request).
     #[error("the provider refused the request: {detail}")]
     ProviderRejected { detail: String },
+    /// `expected_subject` / `expected_email` were asked for a provider that cannot say who
+    /// signed in (no verifiable ID token, no userinfo endpoint).
+    #[error(
+        "this provider cannot tell Relay which account signed in (no verifiable ID token and no userinfo_url), so expected_subject and expected_email cannot be checked"
+    )]
+    IdentityUnverifiable,
     #[error("a stored token could not be decrypted: {0}")]
     Vault(#[from] VaultError),
     #[error(transparent)]

@@ -17,6 +17,10 @@ pub struct AuthorizationParams<'a> {
     pub code_challenge: &'a str,
     pub redirect_uri: &'a str,
     pub scopes: &'a Scopes,
+    /// OIDC `nonce`, bound to the flow; the ID token must carry it back.
+    pub nonce: Option<&'a str>,
+    /// OIDC `login_hint`: which account the provider should suggest.
+    pub login_hint: Option<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +31,17 @@ pub struct AuthorizationUrl {
     /// Whether the provider promises to send `iss` (its metadata says
     /// `authorization_response_iss_parameter_supported`); then a callback without it is refused.
     pub iss_required: bool,
+    /// Whether the provider can tell Relay which account signed in (a verifiable ID token
+    /// for these scopes, or a userinfo endpoint); without it `expected_*` cannot be checked.
+    pub identifies: bool,
+}
+
+/// The provider account a connect flow linked: the ID token's (or userinfo's) `sub`, and the
+/// email when the provider granted it and does not call it unverified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderAccount {
+    pub subject: String,
+    pub email: Option<String>,
 }
 
 /// A token endpoint response (RFC 6749 §5.1).
@@ -38,6 +53,8 @@ pub struct TokenSet {
     pub expires_in: Option<u64>,
     /// The granted scopes when the provider says them (it may grant fewer than asked).
     pub scope: Option<Scopes>,
+    /// The OIDC ID token, unverified as received (see [`ProviderGateway::identify`]).
+    pub id_token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +116,19 @@ pub trait ProviderGateway: Send + Sync + 'static {
         code_verifier: &str,
         redirect_uri: &str,
     ) -> Result<TokenSet, OAuthError>;
+
+    /// Who signed in, from a code exchange's answer: the ID token, validated (signature from
+    /// the provider's JWKS, `iss`, `aud`, `exp`, `nonce`), or else the userinfo endpoint when
+    /// the provider has one; `Ok(None)` when it offers neither. An ID token that fails a check
+    /// is `Rejected`.
+    async fn identify(
+        &self,
+        _provider: &ProviderName,
+        _tokens: &TokenSet,
+        _nonce: Option<&str>,
+    ) -> Result<Option<ProviderAccount>, OAuthError> {
+        Ok(None)
+    }
 
     async fn refresh(
         &self,

@@ -174,6 +174,8 @@ pub struct NewConnection {
     pub requested_scopes: Scopes,
     /// Overrides `tokens.expires_in` (an import may know the absolute expiry).
     pub expires_at: Option<Timestamp>,
+    /// The provider account, when a connect flow identified it; an import knows none.
+    pub account: Option<crate::oauth::ProviderAccount>,
 }
 
 /// The outcome of deleting a connection.
@@ -1140,6 +1142,8 @@ impl TokenService {
                 last_refreshed_at: None,
                 next_refresh_at: self.policy.schedule(now, expires_at),
                 refresh_failures: 0,
+                account_subject: new.account.as_ref().map(|a| a.subject.clone()),
+                account_email: new.account.as_ref().and_then(|a| a.email.clone()),
             };
             conn.access_token = self.keyring.seal(
                 new.tokens.access_token.expose_secret().as_bytes(),

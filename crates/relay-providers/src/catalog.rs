@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use relay_core::oauth::{
-    AuthorizationParams, AuthorizationUrl, OAuthError, ProviderGateway, TokenKind, TokenSet,
+    AuthorizationParams, AuthorizationUrl, OAuthError, ProviderAccount, ProviderGateway, TokenKind,
+    TokenSet,
 };
 use relay_core::{ProviderName, Scopes};
 use secrecy::SecretString;
@@ -19,6 +20,7 @@ use tokio::sync::RwLock;
 use url::Url;
 
 use crate::discovery::{self, DiscoveryError, ProviderMetadata};
+use crate::id_token::{Expected, IdTokenError, KeyCache, get_capped};
 use crate::settings::{self, ProviderKind, ProviderSettings, TokenAuthMethod};
 use crate::token_client::{self, ClientAuth};
 
@@ -37,6 +39,9 @@ struct Endpoints {
     issuer: Option<String>,
     iss_required: bool,
     auth_method: TokenAuthMethod,
+    /// The ID token signing keys; with `issuer`, ID tokens are validated.
+    jwks_url: Option<String>,
+    userinfo_url: Option<String>,
 }
 
 struct Provider {
@@ -49,6 +54,8 @@ struct Provider {
     endpoints: RwLock<Option<Endpoints>>,
     issuer_checkable: bool,
     api_base_url: Option<String>,
+    /// The provider's JWKS, fetched on the first ID token.
+    keys: KeyCache,
 }
 
 /// Public facts about a provider, for listing and for actions.
@@ -103,6 +110,7 @@ impl Catalog {
                 ("token_url", &s.token_url),
                 ("revocation_url", &s.revocation_url),
                 ("userinfo_url", &s.userinfo_url),
+                ("jwks_url", &s.jwks_url),
                 ("api_base_url", &s.api_base_url),
             ] {
                 if let Some(v) = v {
@@ -158,6 +166,13 @@ impl Catalog {
                     issuer: issuer.clone().filter(|_| p.issuer_checkable),
                     iss_required: false,
                     auth_method: s.token_auth_method.unwrap_or(p.auth_method),
+                    // The preset's keys sign only the preset's issuer's tokens.
+                    jwks_url: s.jwks_url.clone().or_else(|| {
+                        p.jwks_url
+                            .clone()
+                            .filter(|_| s.issuer.is_none() || s.issuer == p.issuer)
+                    }),
+                    userinfo_url: s.userinfo_url.clone(),
                 }),
                 (ProviderKind::Oauth2, None) => {
                     let (Some(a), Some(t)) = (&s.authorization_url, &s.token_url) else {
@@ -175,6 +190,8 @@ impl Catalog {
                         auth_method: s
                             .token_auth_method
                             .unwrap_or(TokenAuthMethod::ClientSecretBasic),
+                        jwks_url: s.jwks_url.clone(),
+                        userinfo_url: s.userinfo_url.clone(),
                     })
                 }
                 (ProviderKind::Oidc, None) => {
@@ -200,6 +217,7 @@ impl Catalog {
                     authorize_params,
                     endpoints: RwLock::new(endpoints),
                     api_base_url,
+                    keys: KeyCache::default(),
                 }),
             );
         }
@@ -277,7 +295,40 @@ impl Catalog {
             issuer: Some(meta.issuer),
             iss_required: meta.authorization_response_iss_parameter_supported,
             auth_method: s.token_auth_method.unwrap_or(discovered_method),
+            jwks_url: s.jwks_url.clone().or(meta.jwks_uri),
+            userinfo_url: s.userinfo_url.clone().or(meta.userinfo_endpoint),
         }
+    }
+
+    /// The account the access token belongs to, from the userinfo endpoint (body capped).
+    async fn userinfo(&self, url: &str, tokens: &TokenSet) -> Result<ProviderAccount, OAuthError> {
+        use secrecy::ExposeSecret;
+        #[derive(serde::Deserialize)]
+        struct UserInfo {
+            sub: String,
+            #[serde(default)]
+            email: Option<String>,
+            #[serde(default)]
+            email_verified: Option<serde_json::Value>,
+        }
+        let body = get_capped(&self.http, url, Some(tokens.access_token.expose_secret()))
+            .await
+            .map_err(|detail| OAuthError::Transient {
+                detail: format!("userinfo: {detail}"),
+                retry_after: None,
+                timed_out: false,
+            })?;
+        let info: UserInfo = serde_json::from_slice(&body)
+            .ok()
+            .filter(|i: &UserInfo| !i.sub.is_empty())
+            .ok_or_else(|| OAuthError::Rejected {
+                detail: "userinfo answered without a subject".into(),
+            })?;
+        let unverified = info.email_verified == Some(serde_json::Value::Bool(false));
+        Ok(ProviderAccount {
+            subject: info.sub,
+            email: info.email.filter(|_| !unverified),
+        })
     }
 
     fn client_auth(p: &Provider, method: TokenAuthMethod) -> ClientAuth {
@@ -298,6 +349,7 @@ const RESERVED_PARAMS: &[&str] = &[
     "state",
     "code_challenge",
     "code_challenge_method",
+    "nonce",
 ];
 
 #[async_trait]
@@ -334,14 +386,27 @@ impl ProviderGateway for Catalog {
             if !params.scopes.is_empty() {
                 q.append_pair("scope", &params.scopes.to_space_separated());
             }
+            // A nonce means something only where an ID token comes back (OIDC Core §3.1.2.1).
+            if let Some(nonce) = params.nonce.filter(|_| params.scopes.contains("openid")) {
+                q.append_pair("nonce", nonce);
+            }
+            if let Some(hint) = params.login_hint {
+                q.append_pair("login_hint", hint);
+            }
             for (k, v) in &p.authorize_params {
+                if k == "login_hint" && params.login_hint.is_some() {
+                    continue;
+                }
                 q.append_pair(k, v);
             }
         }
+        let verifies_id_tokens =
+            params.scopes.contains("openid") && e.issuer.is_some() && e.jwks_url.is_some();
         Ok(AuthorizationUrl {
             url: url.into(),
             expected_issuer: e.issuer.filter(|_| p.issuer_checkable),
             iss_required: e.iss_required,
+            identifies: verifies_id_tokens || e.userinfo_url.is_some(),
         })
     }
 
@@ -367,6 +432,59 @@ impl ProviderGateway for Catalog {
             form,
         )
         .await
+    }
+
+    async fn identify(
+        &self,
+        provider: &ProviderName,
+        tokens: &TokenSet,
+        nonce: Option<&str>,
+    ) -> Result<Option<ProviderAccount>, OAuthError> {
+        use secrecy::ExposeSecret;
+        let p = self.provider(provider)?;
+        let e = self.endpoints(p).await?;
+        if let (Some(token), Some(issuer), Some(jwks_url)) =
+            (&tokens.id_token, &e.issuer, &e.jwks_url)
+        {
+            let expected = Expected {
+                issuer,
+                client_id: &p.settings.client_id,
+                nonce,
+                now: unix_now(),
+            };
+            let claims = p
+                .keys
+                .verify(&self.http, jwks_url, token.expose_secret(), &expected)
+                .await
+                .map_err(|err| match err {
+                    IdTokenError::KeysUnavailable(detail) => OAuthError::Transient {
+                        detail: format!("JWKS: {detail}"),
+                        retry_after: None,
+                        timed_out: false,
+                    },
+                    other => OAuthError::Rejected {
+                        detail: other.to_string(),
+                    },
+                })?;
+            let mut account = ProviderAccount {
+                subject: claims.subject,
+                email: claims.email,
+            };
+            // Many servers put scope claims (email) in userinfo only, when an access token is
+            // issued; taken from there only for the same subject (OIDC Core §5.3.2).
+            if account.email.is_none()
+                && let Some(url) = &e.userinfo_url
+                && let Ok(info) = self.userinfo(url, tokens).await
+                && info.subject == account.subject
+            {
+                account.email = info.email;
+            }
+            return Ok(Some(account));
+        }
+        match &e.userinfo_url {
+            Some(url) => self.userinfo(url, tokens).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn refresh(
@@ -449,6 +567,8 @@ mod tests {
                     code_challenge: "ch",
                     redirect_uri: "http://127.0.0.1:8080/oauth/google/callback",
                     scopes: &scopes,
+                    nonce: Some("n-1"),
+                    login_hint: Some("bob@example.test"),
                 },
             )
             .await
@@ -457,6 +577,12 @@ mod tests {
         assert_eq!(url.host_str(), Some("accounts.google.com"));
         let q: BTreeMap<_, _> = url.query_pairs().into_owned().collect();
         assert_eq!(q["access_type"], "offline");
+        assert_eq!(q["nonce"], "n-1", "openid is asked for: the nonce is sent");
+        assert_eq!(q["login_hint"], "bob@example.test");
+        assert!(
+            auth.identifies,
+            "Google's ID tokens are checked with its JWKS"
+        );
         assert_eq!(q["prompt"], "consent");
         assert_eq!(q["code_challenge_method"], "S256");
         assert_eq!(q["scope"], "openid email");
@@ -556,4 +682,11 @@ mod tests {
         };
         assert!(!format!("{s:?}").contains("canary-secret"));
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }

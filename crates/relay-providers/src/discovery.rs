@@ -11,6 +11,10 @@ pub(crate) struct ProviderMetadata {
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
     #[serde(default)]
+    pub jwks_uri: Option<String>,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    #[serde(default)]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,

@@ -9,6 +9,7 @@ pub mod actions;
 mod catalog;
 mod discovery;
 pub mod google_credentials;
+pub mod id_token;
 pub mod settings;
 pub mod token_client;
 

@@ -48,6 +48,9 @@ pub struct ProviderSettings {
     pub token_url: Option<String>,
     pub revocation_url: Option<String>,
     pub userinfo_url: Option<String>,
+    /// Where the provider publishes its ID token signing keys (from discovery or the preset
+    /// when not set).
+    pub jwks_url: Option<String>,
     pub api_base_url: Option<String>,
     /// Microsoft tenant (`common`, `organizations`, `consumers` or a tenant id).
     pub tenant: Option<String>,
@@ -74,6 +77,7 @@ impl std::fmt::Debug for ProviderSettings {
             .field("authorization_url", &self.authorization_url)
             .field("token_url", &self.token_url)
             .field("revocation_url", &self.revocation_url)
+            .field("jwks_url", &self.jwks_url)
             .field("api_base_url", &self.api_base_url)
             .finish_non_exhaustive()
     }
@@ -85,6 +89,8 @@ pub(crate) struct Preset {
     pub authorization_url: String,
     pub token_url: String,
     pub revocation_url: Option<String>,
+    /// The ID token signing keys; used only while `issuer` is the preset's own.
+    pub jwks_url: Option<String>,
     pub api_base_url: Option<String>,
     pub scopes: &'static [&'static str],
     pub authorize_params: &'static [(&'static str, &'static str)],
@@ -100,6 +106,7 @@ pub(crate) fn preset(kind: ProviderKind, tenant: Option<&str>) -> Option<Preset>
             authorization_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
             token_url: "https://oauth2.googleapis.com/token".into(),
             revocation_url: Some("https://oauth2.googleapis.com/revoke".into()),
+            jwks_url: Some("https://www.googleapis.com/oauth2/v3/certs".into()),
             api_base_url: Some("https://gmail.googleapis.com".into()),
             scopes: &["openid", "email"],
             // Without both, Google returns no refresh token on a repeat consent.
@@ -122,6 +129,10 @@ pub(crate) fn preset(kind: ProviderKind, tenant: Option<&str>) -> Option<Preset>
                 token_url: format!("{base}/token"),
                 // Microsoft has no RFC 7009 endpoint; deleting a connection forgets the tokens.
                 revocation_url: None,
+                // A multi-tenant issuer is a template: no ID token check there (no issuer).
+                jwks_url: single_tenant.then(|| {
+                    format!("https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys")
+                }),
                 api_base_url: Some("https://graph.microsoft.com".into()),
                 scopes: &["openid", "email", "offline_access"],
                 authorize_params: &[],

@@ -40,6 +40,8 @@ struct TokenResponse {
     refresh_token: Option<String>,
     #[serde(default)]
     scope: Option<String>,
+    #[serde(default)]
+    id_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +156,10 @@ pub async fn token_request(
             token_type: parsed.token_type.unwrap_or_else(|| "Bearer".into()),
             expires_in: parsed.expires_in,
             scope,
+            id_token: parsed
+                .id_token
+                .filter(|t| !t.is_empty())
+                .map(SecretString::from),
         });
     }
     Err(classify_error(status.as_u16(), &headers, &body))

@@ -71,6 +71,10 @@ impl ApiError {
     }
 }
 
+fn e_message_identity() -> String {
+    ServiceError::IdentityUnverifiable.to_string()
+}
+
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
@@ -110,6 +114,11 @@ impl From<ServiceError> for ApiError {
                     format!("the provider refused the request: {detail}"),
                 )
             }
+            ServiceError::IdentityUnverifiable => Self::new(
+                StatusCode::BAD_REQUEST,
+                "identity_unverifiable",
+                e_message_identity(),
+            ),
             ServiceError::Vault(err) => {
                 tracing::error!(error = %err, "stored token could not be decrypted");
                 Self::new(

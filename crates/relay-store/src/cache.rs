@@ -96,6 +96,8 @@ mod tests {
             last_refreshed_at: None,
             next_refresh_at: None,
             refresh_failures: 0,
+            account_subject: None,
+            account_email: None,
         }
     }
 

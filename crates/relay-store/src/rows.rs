@@ -21,7 +21,8 @@ macro_rules! connection_columns {
     () => {
         "id, workspace_id, provider, actor_type, actor_id, scopes, token_type, access_token, \
          refresh_token, expires_at, status, status_reason, version, lease_owner, lease_until, \
-         created_at, updated_at, last_refreshed_at, next_refresh_at, refresh_failures"
+         created_at, updated_at, last_refreshed_at, next_refresh_at, refresh_failures, \
+         account_subject, account_email"
     };
 }
 
@@ -172,6 +173,8 @@ pub(crate) fn connection(row: &impl Fields) -> Result<Connection, StoreError> {
         last_refreshed_at: row.opt_time("last_refreshed_at")?,
         next_refresh_at: row.opt_time("next_refresh_at")?,
         refresh_failures: row.small_int("refresh_failures")?,
+        account_subject: row.opt_text("account_subject")?,
+        account_email: row.opt_text("account_email")?,
     })
 }
 

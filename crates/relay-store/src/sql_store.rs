@@ -33,6 +33,8 @@ macro_rules! sql_store {
                 .bind(c.last_refreshed_at.map(|t| t.0))
                 .bind(c.next_refresh_at.map(|t| t.0))
                 .bind(c.refresh_failures)
+                .bind(c.account_subject.clone())
+                .bind(c.account_email.clone())
         }
 
 
@@ -44,7 +46,7 @@ macro_rules! sql_store {
                     "INSERT INTO connections (",
                     connection_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                               $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+                               $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
                      ON CONFLICT (workspace_id, provider, actor_type, actor_id) DO UPDATE SET \
                         scopes = excluded.scopes, \
                         token_type = excluded.token_type, \
@@ -59,7 +61,9 @@ macro_rules! sql_store {
                         updated_at = excluded.updated_at, \
                         last_refreshed_at = COALESCE(excluded.last_refreshed_at, connections.last_refreshed_at), \
                         next_refresh_at = excluded.next_refresh_at, \
-                        refresh_failures = 0 \
+                        refresh_failures = 0, \
+                        account_subject = excluded.account_subject, \
+                        account_email = excluded.account_email \
                      WHERE connections.id = excluded.id \
                      RETURNING ",
                     connection_columns!()

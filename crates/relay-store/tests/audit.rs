@@ -359,6 +359,8 @@ async fn connections_are_counted_by_provider_and_status(t: &TestDb) {
             last_refreshed_at: None,
             next_refresh_at: None,
             refresh_failures: 0,
+            account_subject: None,
+            account_email: None,
         };
         ids.push(store.upsert_connection(&conn).await.expect("insert"));
     }

@@ -56,6 +56,8 @@ fn connection(ws: &WorkspaceId, provider: &str, actor: &str, created: Timestamp)
         last_refreshed_at: None,
         next_refresh_at: Some(created.plus(Duration::from_secs(3300))),
         refresh_failures: 0,
+        account_subject: None,
+        account_email: None,
     }
 }
 
@@ -906,7 +908,7 @@ async fn migrations_can_be_undone_and_reapplied(t: &TestDb) {
         .upsert_connection(&connection(&ws, "google", "user-1", T0))
         .await
         .expect("the schema works again");
-    assert_eq!(t.db.migration_versions(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(t.db.migration_versions(), [1, 2, 3, 4, 5, 6, 7]);
 }
 
 /// A server that does not answer is `Unavailable` (so `/ready` and callers can say "try

@@ -91,6 +91,7 @@ impl ScriptedProvider {
             token_type: "bearer".into(),
             expires_in: Some(LIFETIME.as_secs()),
             scope: None,
+            id_token: None,
         }
     }
 
@@ -178,6 +179,7 @@ impl ProviderGateway for ScriptedProvider {
             token_type: "Bearer".into(),
             expires_in: Some(LIFETIME.as_secs()),
             scope: None,
+            id_token: None,
         })
     }
 
@@ -254,6 +256,7 @@ impl Harness {
                     tokens: self.provider.initial_tokens(),
                     requested_scopes: Scopes::parse("openid email").expect("scopes"),
                     expires_at: None,
+                    account: None,
                 },
                 "test",
             )

@@ -62,6 +62,8 @@ fn connection(ws: &WorkspaceId, actor: &str, next_refresh_secs: i64) -> Connecti
         last_refreshed_at: None,
         next_refresh_at: Some(at(next_refresh_secs)),
         refresh_failures: 0,
+        account_subject: None,
+        account_email: None,
     }
 }
 

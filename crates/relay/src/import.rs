@@ -112,6 +112,7 @@ impl Importer {
                     tokens,
                     requested_scopes: scopes,
                     expires_at,
+                    account: None,
                 },
                 "cli import",
             )
@@ -180,6 +181,7 @@ pub async fn token_json(
                 token_type: "Bearer".into(),
                 expires_in: None,
                 scope: None,
+                id_token: None,
             },
             file.expiry.as_deref().map(parse_time_str).transpose()?,
         ),
@@ -314,6 +316,7 @@ async fn import_row(
                 token_type: row.token_type.unwrap_or_else(|| "Bearer".into()),
                 expires_in: None,
                 scope: None,
+                id_token: None,
             },
             scopes,
             expires_at,

@@ -119,3 +119,59 @@ async fn userinfo_status(http: &reqwest::Client, url: &str, access_token: &str) 
         .status()
         .as_u16()
 }
+
+/// A real RS256 ID token from a certified server: Relay checks its signature against the
+/// published JWKS, its issuer, audience, expiry and nonce, records the account, and refuses a
+/// link finished by another account than expected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_id_token_names_the_account_and_a_different_one_is_refused() {
+    let port = free_port();
+    let redirect = format!("http://127.0.0.1:{port}/oauth/panva/callback");
+    let Some(op) = OidcProviderHarness::start(std::slice::from_ref(&redirect)).await else {
+        eprintln!("skipping: node is not installed");
+        return;
+    };
+    let dir = TempDir::new();
+    let toml = format!(
+        "{FAST_REFRESH}\n{}",
+        provider_toml("panva", "oidc", &op.issuer(), "")
+    );
+    let mut opts = RelayOptions::new(dir.path(), &toml);
+    opts.port = Some(port);
+    let key = opts.create_api_key("acme").await;
+    let relay = Relay::start(opts).await;
+
+    // alice's link, finished by alice (login_hint picks the account at oidc-provider).
+    let (status, body) = relay
+        .get_json(
+            "/oauth/panva/authorize?actor_id=alice&login_hint=alice&expected_subject=alice&expected_email=alice%40example.test",
+            &key,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let authorize_url = body["authorize_url"].as_str().unwrap();
+    assert!(authorize_url.contains("nonce="), "{authorize_url}");
+    let callback = complete_browser_flow(authorize_url).await;
+    let resp = relay.http.get(&callback.location).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{}", relay.logs());
+    let (_, st) = relay
+        .get_json("/oauth/panva/status?actor_id=alice", &key)
+        .await;
+    assert_eq!(st["account_subject"], "alice", "{st}");
+    assert_eq!(st["account_email"], "alice@example.test", "{st}");
+
+    // A link made for alice, finished by mallory: refused, nothing stored for alice's actor.
+    let (_, body) = relay
+        .get_json(
+            "/oauth/panva/authorize?actor_id=alice-2&expected_subject=alice&login_hint=mallory",
+            &key,
+        )
+        .await;
+    let callback = complete_browser_flow(body["authorize_url"].as_str().unwrap()).await;
+    let resp = relay.http.get(&callback.location).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403, "{}", relay.logs());
+    let (_, st) = relay
+        .get_json("/oauth/panva/status?actor_id=alice-2", &key)
+        .await;
+    assert_eq!(st["linked"], false, "{st}");
+}

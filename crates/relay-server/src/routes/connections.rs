@@ -38,6 +38,11 @@ pub struct ConnectionView {
     created_at: String,
     updated_at: String,
     last_refreshed_at: Option<String>,
+    /// The provider account the connect flow linked (the ID token's `sub`); null for imported
+    /// connections and providers that do not say who signed in.
+    account_subject: Option<String>,
+    /// That account's email, when granted and not marked unverified.
+    account_email: Option<String>,
 }
 
 impl From<&Connection> for ConnectionView {
@@ -56,6 +61,8 @@ impl From<&Connection> for ConnectionView {
             created_at: c.created_at.to_rfc3339(),
             updated_at: c.updated_at.to_rfc3339(),
             last_refreshed_at: c.last_refreshed_at.map(|t| t.to_rfc3339()),
+            account_subject: c.account_subject.clone(),
+            account_email: c.account_email.clone(),
         }
     }
 }
@@ -252,9 +259,11 @@ pub async fn create_connection(
                     token_type,
                     expires_in: body.expires_in,
                     scope: None,
+                    id_token: None,
                 },
                 requested_scopes: scopes,
                 expires_at,
+                account: None,
             },
             "imported",
         )

@@ -47,6 +47,32 @@ pub struct AuthorizeQuery {
     scopes: Option<String>,
     /// Where to send the browser after the callback; must match `oauth.return_to_allow`.
     return_to: Option<String>,
+    /// Passed to the provider as OIDC `login_hint` (which account to suggest). At most 256
+    /// characters.
+    login_hint: Option<String>,
+    /// Refuse the callback unless the provider account's `sub` is this (connection fixation
+    /// defence). Needs a provider that says who signed in (ID token or userinfo).
+    expected_subject: Option<String>,
+    /// Refuse the callback unless the provider account's verified email is this
+    /// (case-insensitive). Needs a provider that says who signed in.
+    expected_email: Option<String>,
+    /// Opaque value echoed as `app_state` on `return_to`, so your app can check the return
+    /// belongs to the session that started it. At most 512 characters.
+    app_state: Option<String>,
+}
+
+/// An optional free-text parameter: at most `max` characters, no control characters.
+fn bounded(name: &str, value: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) if v.chars().count() > max || v.chars().any(char::is_control) => {
+            Err(ApiError::bad_request(
+                "validation_error",
+                format!("{name} must be at most {max} characters, without control characters"),
+            ))
+        }
+        other => Ok(other),
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -64,7 +90,7 @@ pub struct AuthorizeResponse {
     params(("provider" = String, Path, description = "Configured provider name"), AuthorizeQuery),
     responses(
         (status = 200, body = AuthorizeResponse),
-        (status = 400, body = ErrorEnvelope, description = "Invalid actor, scopes or refused return_to"),
+        (status = 400, body = ErrorEnvelope, description = "Invalid actor, scopes or refused return_to; `identity_unverifiable` when expected_subject or expected_email is given for a provider that cannot say who signed in"),
         (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope, description = "Unknown provider"),
     ),
@@ -99,6 +125,10 @@ pub async fn get_authorize(
             Some(url.to_string())
         }
     };
+    let login_hint = bounded("login_hint", q.login_hint, 256)?;
+    let expected_subject = bounded("expected_subject", q.expected_subject, 256)?;
+    let expected_email = bounded("expected_email", q.expected_email, 256)?;
+    let app_state = bounded("app_state", q.app_state, 512)?;
     let started = state
         .connect
         .start(StartRequest {
@@ -108,6 +138,10 @@ pub async fn get_authorize(
             actor_id,
             scopes,
             return_to,
+            login_hint,
+            expected_subject,
+            expected_email,
+            app_state,
         })
         .await?;
     Ok(axum::Json(AuthorizeResponse {
@@ -132,8 +166,9 @@ pub struct CallbackQuery {
     params(("provider" = String, Path), CallbackQuery),
     responses(
         (status = 200, description = "HTML page: the account is connected"),
-        (status = 303, description = "Redirect to return_to with connection_id added"),
-        (status = 400, description = "HTML page: invalid, expired or reused state; provider error; issuer mismatch"),
+        (status = 303, description = "Redirect to return_to with connection_id, account_subject and account_email (when known) and app_state (when given) added"),
+        (status = 400, description = "HTML page: invalid, expired or reused state; provider error; issuer mismatch; invalid ID token"),
+        (status = 403, description = "HTML page: another account signed in than expected_subject / expected_email; nothing was connected"),
         (status = 502, description = "HTML page: the code exchange failed"),
     ))]
 pub async fn get_callback(
@@ -161,7 +196,20 @@ pub async fn get_callback(
         Ok(done) => {
             let conn_id = done.connection.id.to_string();
             if let Some(mut url) = done.return_to.and_then(|r| Url::parse(&r).ok()) {
-                url.query_pairs_mut().append_pair("connection_id", &conn_id);
+                {
+                    let mut q = url.query_pairs_mut();
+                    q.append_pair("connection_id", &conn_id);
+                    // Which account was linked, so the app can check it is its user's.
+                    if let Some(account) = &done.account {
+                        q.append_pair("account_subject", &account.subject);
+                        if let Some(email) = &account.email {
+                            q.append_pair("account_email", email);
+                        }
+                    }
+                    if let Some(app_state) = &done.app_state {
+                        q.append_pair("app_state", app_state);
+                    }
+                }
                 return with_page_headers(Redirect::to(url.as_str()).into_response());
             }
             page(
@@ -169,6 +217,34 @@ pub async fn get_callback(
                 "connected",
                 "Account connected",
                 "Your account is connected. You can close this window.",
+            )
+        }
+        Err(CallbackError::AccountMismatch {
+            detail,
+            workspace_id,
+            actor_id,
+        }) => {
+            let recorded = state
+                .audit
+                .record(
+                    relay_core::audit::AuditEvent::new(
+                        workspace_id,
+                        relay_core::audit::AuditAction::ConnectionCreated,
+                        state.clock.now(),
+                    )
+                    .provider(provider.as_str())
+                    .actor_id(actor_id.as_str())
+                    .failed(format!("account_mismatch: {detail}")),
+                )
+                .await;
+            if let Err(e) = recorded {
+                tracing::error!(error = %e, "a refused connect callback could not be audited");
+            }
+            page(
+                StatusCode::FORBIDDEN,
+                "account_mismatch",
+                "Could not connect the account",
+                relay_core::connect::ACCOUNT_MISMATCH,
             )
         }
         Err(e) => {
@@ -191,6 +267,10 @@ pub async fn get_callback(
                 }
                 CallbackError::ExchangeTimeout => {
                     (StatusCode::GATEWAY_TIMEOUT, "token_exchange_timeout")
+                }
+                CallbackError::IdTokenInvalid(_) => (StatusCode::BAD_REQUEST, "id_token_invalid"),
+                CallbackError::AccountMismatch { .. } => {
+                    (StatusCode::FORBIDDEN, "account_mismatch")
                 }
                 CallbackError::Service(inner) => {
                     let api = ApiError::from(inner);
@@ -268,6 +348,9 @@ pub struct LinkStatus {
     status_reason: Option<String>,
     scopes: Vec<String>,
     expires_at: Option<String>,
+    /// The provider account linked (ID token `sub`), when known.
+    account_subject: Option<String>,
+    account_email: Option<String>,
 }
 
 /// Whether an actor is linked at a provider.
@@ -295,6 +378,8 @@ pub async fn get_status(
             status_reason: None,
             scopes: Vec::new(),
             expires_at: None,
+            account_subject: None,
+            account_email: None,
         },
         Some(c) => LinkStatus {
             linked: true,
@@ -303,6 +388,8 @@ pub async fn get_status(
             status_reason: c.status_reason.clone(),
             scopes: c.scopes.as_slice().to_vec(),
             expires_at: c.expires_at.map(|t| t.to_rfc3339()),
+            account_subject: c.account_subject.clone(),
+            account_email: c.account_email.clone(),
         },
     }))
 }
