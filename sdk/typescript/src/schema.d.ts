@@ -422,6 +422,13 @@ export interface components {
         };
         /** @description Connection metadata. Never contains a token. */
         ConnectionView: {
+            /** @description That account's email, when granted and not marked unverified. */
+            account_email?: string | null;
+            /**
+             * @description The provider account the connect flow linked (the ID token's `sub`); null for imported
+             *     connections and providers that do not say who signed in.
+             */
+            account_subject?: string | null;
             actor_id: string;
             actor_type: string;
             created_at: string;
@@ -495,6 +502,9 @@ export interface components {
             token_type?: string | null;
         };
         LinkStatus: {
+            account_email?: string | null;
+            /** @description The provider account linked (ID token `sub`), when known. */
+            account_subject?: string | null;
             connection_id?: string | null;
             expires_at?: string | null;
             linked: boolean;
@@ -1316,6 +1326,26 @@ export interface operations {
                 scopes?: string;
                 /** @description Where to send the browser after the callback; must match `oauth.return_to_allow`. */
                 return_to?: string;
+                /**
+                 * @description Passed to the provider as OIDC `login_hint` (which account to suggest). At most 256
+                 *     characters.
+                 */
+                login_hint?: string;
+                /**
+                 * @description Refuse the callback unless the provider account's `sub` is this (connection fixation
+                 *     defence). Needs a provider that says who signed in (ID token or userinfo).
+                 */
+                expected_subject?: string;
+                /**
+                 * @description Refuse the callback unless the provider account's verified email is this
+                 *     (case-insensitive). Needs a provider that says who signed in.
+                 */
+                expected_email?: string;
+                /**
+                 * @description Opaque value echoed as `app_state` on `return_to`, so your app can check the return
+                 *     belongs to the session that started it. At most 512 characters.
+                 */
+                app_state?: string;
             };
             header?: never;
             path: {
@@ -1335,7 +1365,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuthorizeResponse"];
                 };
             };
-            /** @description Invalid actor, scopes or refused return_to */
+            /** @description Invalid actor, scopes or refused return_to; `identity_unverifiable` when expected_subject or expected_email is given for a provider that cannot say who signed in */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1388,15 +1418,22 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Redirect to return_to with connection_id added */
+            /** @description Redirect to return_to with connection_id, account_subject and account_email (when known) and app_state (when given) added */
             303: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description HTML page: invalid, expired or reused state; provider error; issuer mismatch */
+            /** @description HTML page: invalid, expired or reused state; provider error; issuer mismatch; invalid ID token */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description HTML page: another account signed in than expected_subject / expected_email; nothing was connected */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -35,6 +35,10 @@ class ConnectionView:
             status (str): `active`, `needs_reauth` or `revoked`.
             token_type (str):
             updated_at (str):
+            account_email (None | str | Unset): That account's email, when granted and not marked unverified.
+            account_subject (None | str | Unset): The provider account the connect flow linked (the ID token's `sub`); null
+                for imported
+                connections and providers that do not say who signed in.
             expires_at (None | str | Unset):
             last_refreshed_at (None | str | Unset):
             status_reason (None | str | Unset):
@@ -50,6 +54,8 @@ class ConnectionView:
     status: str
     token_type: str
     updated_at: str
+    account_email: None | str | Unset = UNSET
+    account_subject: None | str | Unset = UNSET
     expires_at: None | str | Unset = UNSET
     last_refreshed_at: None | str | Unset = UNSET
     status_reason: None | str | Unset = UNSET
@@ -81,6 +87,18 @@ class ConnectionView:
         token_type = self.token_type
 
         updated_at = self.updated_at
+
+        account_email: None | str | Unset
+        if isinstance(self.account_email, Unset):
+            account_email = UNSET
+        else:
+            account_email = self.account_email
+
+        account_subject: None | str | Unset
+        if isinstance(self.account_subject, Unset):
+            account_subject = UNSET
+        else:
+            account_subject = self.account_subject
 
         expires_at: None | str | Unset
         if isinstance(self.expires_at, Unset):
@@ -115,6 +133,10 @@ class ConnectionView:
             "token_type": token_type,
             "updated_at": updated_at,
         })
+        if account_email is not UNSET:
+            field_dict["account_email"] = account_email
+        if account_subject is not UNSET:
+            field_dict["account_subject"] = account_subject
         if expires_at is not UNSET:
             field_dict["expires_at"] = expires_at
         if last_refreshed_at is not UNSET:
@@ -149,6 +171,26 @@ class ConnectionView:
         token_type = d.pop("token_type")
 
         updated_at = d.pop("updated_at")
+
+        def _parse_account_email(data: object) -> None | str | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
+
+        account_email = _parse_account_email(d.pop("account_email", UNSET))
+
+
+        def _parse_account_subject(data: object) -> None | str | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
+
+        account_subject = _parse_account_subject(d.pop("account_subject", UNSET))
+
 
         def _parse_expires_at(data: object) -> None | str | Unset:
             if data is None:
@@ -191,6 +233,8 @@ class ConnectionView:
             status=status,
             token_type=token_type,
             updated_at=updated_at,
+            account_email=account_email,
+            account_subject=account_subject,
             expires_at=expires_at,
             last_refreshed_at=last_refreshed_at,
             status_reason=status_reason,

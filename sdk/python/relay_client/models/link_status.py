@@ -26,6 +26,8 @@ class LinkStatus:
         Attributes:
             linked (bool):
             scopes (list[str]):
+            account_email (None | str | Unset):
+            account_subject (None | str | Unset): The provider account linked (ID token `sub`), when known.
             connection_id (None | str | Unset):
             expires_at (None | str | Unset):
             status (None | str | Unset): `active`, `needs_reauth` or `revoked`; absent when not linked.
@@ -34,6 +36,8 @@ class LinkStatus:
 
     linked: bool
     scopes: list[str]
+    account_email: None | str | Unset = UNSET
+    account_subject: None | str | Unset = UNSET
     connection_id: None | str | Unset = UNSET
     expires_at: None | str | Unset = UNSET
     status: None | str | Unset = UNSET
@@ -50,6 +54,18 @@ class LinkStatus:
         scopes = self.scopes
 
 
+
+        account_email: None | str | Unset
+        if isinstance(self.account_email, Unset):
+            account_email = UNSET
+        else:
+            account_email = self.account_email
+
+        account_subject: None | str | Unset
+        if isinstance(self.account_subject, Unset):
+            account_subject = UNSET
+        else:
+            account_subject = self.account_subject
 
         connection_id: None | str | Unset
         if isinstance(self.connection_id, Unset):
@@ -82,6 +98,10 @@ class LinkStatus:
             "linked": linked,
             "scopes": scopes,
         })
+        if account_email is not UNSET:
+            field_dict["account_email"] = account_email
+        if account_subject is not UNSET:
+            field_dict["account_subject"] = account_subject
         if connection_id is not UNSET:
             field_dict["connection_id"] = connection_id
         if expires_at is not UNSET:
@@ -101,6 +121,26 @@ class LinkStatus:
         linked = d.pop("linked")
 
         scopes = cast(list[str], d.pop("scopes"))
+
+
+        def _parse_account_email(data: object) -> None | str | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
+
+        account_email = _parse_account_email(d.pop("account_email", UNSET))
+
+
+        def _parse_account_subject(data: object) -> None | str | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
+
+        account_subject = _parse_account_subject(d.pop("account_subject", UNSET))
 
 
         def _parse_connection_id(data: object) -> None | str | Unset:
@@ -146,6 +186,8 @@ class LinkStatus:
         link_status = cls(
             linked=linked,
             scopes=scopes,
+            account_email=account_email,
+            account_subject=account_subject,
             connection_id=connection_id,
             expires_at=expires_at,
             status=status,

@@ -22,6 +22,10 @@ def _get_kwargs(
     actor_type: str | Unset = UNSET,
     scopes: str | Unset = UNSET,
     return_to: str | Unset = UNSET,
+    login_hint: str | Unset = UNSET,
+    expected_subject: str | Unset = UNSET,
+    expected_email: str | Unset = UNSET,
+    app_state: str | Unset = UNSET,
 
 ) -> dict[str, Any]:
     
@@ -37,6 +41,14 @@ def _get_kwargs(
     params["scopes"] = scopes
 
     params["return_to"] = return_to
+
+    params["login_hint"] = login_hint
+
+    params["expected_subject"] = expected_subject
+
+    params["expected_email"] = expected_email
+
+    params["app_state"] = app_state
 
 
     params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
@@ -105,6 +117,10 @@ def sync_detailed(
     actor_type: str | Unset = UNSET,
     scopes: str | Unset = UNSET,
     return_to: str | Unset = UNSET,
+    login_hint: str | Unset = UNSET,
+    expected_subject: str | Unset = UNSET,
+    expected_email: str | Unset = UNSET,
+    app_state: str | Unset = UNSET,
 
 ) -> Response[AuthorizeResponse | ErrorEnvelope]:
     """ Start a connect flow for an actor.
@@ -115,6 +131,10 @@ def sync_detailed(
         actor_type (str | Unset):
         scopes (str | Unset):
         return_to (str | Unset):
+        login_hint (str | Unset):
+        expected_subject (str | Unset):
+        expected_email (str | Unset):
+        app_state (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -131,6 +151,10 @@ actor_id=actor_id,
 actor_type=actor_type,
 scopes=scopes,
 return_to=return_to,
+login_hint=login_hint,
+expected_subject=expected_subject,
+expected_email=expected_email,
+app_state=app_state,
 
     )
 
@@ -148,6 +172,10 @@ def sync(
     actor_type: str | Unset = UNSET,
     scopes: str | Unset = UNSET,
     return_to: str | Unset = UNSET,
+    login_hint: str | Unset = UNSET,
+    expected_subject: str | Unset = UNSET,
+    expected_email: str | Unset = UNSET,
+    app_state: str | Unset = UNSET,
 
 ) -> AuthorizeResponse | ErrorEnvelope | None:
     """ Start a connect flow for an actor.
@@ -158,6 +186,10 @@ def sync(
         actor_type (str | Unset):
         scopes (str | Unset):
         return_to (str | Unset):
+        login_hint (str | Unset):
+        expected_subject (str | Unset):
+        expected_email (str | Unset):
+        app_state (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -175,6 +207,10 @@ actor_id=actor_id,
 actor_type=actor_type,
 scopes=scopes,
 return_to=return_to,
+login_hint=login_hint,
+expected_subject=expected_subject,
+expected_email=expected_email,
+app_state=app_state,
 
     ).parsed
 
@@ -186,6 +222,10 @@ async def asyncio_detailed(
     actor_type: str | Unset = UNSET,
     scopes: str | Unset = UNSET,
     return_to: str | Unset = UNSET,
+    login_hint: str | Unset = UNSET,
+    expected_subject: str | Unset = UNSET,
+    expected_email: str | Unset = UNSET,
+    app_state: str | Unset = UNSET,
 
 ) -> Response[AuthorizeResponse | ErrorEnvelope]:
     """ Start a connect flow for an actor.
@@ -196,6 +236,10 @@ async def asyncio_detailed(
         actor_type (str | Unset):
         scopes (str | Unset):
         return_to (str | Unset):
+        login_hint (str | Unset):
+        expected_subject (str | Unset):
+        expected_email (str | Unset):
+        app_state (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -212,6 +256,10 @@ actor_id=actor_id,
 actor_type=actor_type,
 scopes=scopes,
 return_to=return_to,
+login_hint=login_hint,
+expected_subject=expected_subject,
+expected_email=expected_email,
+app_state=app_state,
 
     )
 
@@ -229,6 +277,10 @@ async def asyncio(
     actor_type: str | Unset = UNSET,
     scopes: str | Unset = UNSET,
     return_to: str | Unset = UNSET,
+    login_hint: str | Unset = UNSET,
+    expected_subject: str | Unset = UNSET,
+    expected_email: str | Unset = UNSET,
+    app_state: str | Unset = UNSET,
 
 ) -> AuthorizeResponse | ErrorEnvelope | None:
     """ Start a connect flow for an actor.
@@ -239,6 +291,10 @@ async def asyncio(
         actor_type (str | Unset):
         scopes (str | Unset):
         return_to (str | Unset):
+        login_hint (str | Unset):
+        expected_subject (str | Unset):
+        expected_email (str | Unset):
+        app_state (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -256,5 +312,9 @@ actor_id=actor_id,
 actor_type=actor_type,
 scopes=scopes,
 return_to=return_to,
+login_hint=login_hint,
+expected_subject=expected_subject,
+expected_email=expected_email,
+app_state=app_state,
 
     )).parsed

@@ -63,6 +63,9 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
     if response.status_code == 400:
         return None
 
+    if response.status_code == 403:
+        return None
+
     if response.status_code == 502:
         return None
 
