@@ -279,40 +279,8 @@ async fn rotation_reseals_every_kind_of_sealed_value(backend: Backend) {
         .with_env("OAUTH_ENCRYPTION_KEY_PREVIOUS", TEST_KEY);
     let (ok, out, err) = rotated.run(&["vault", "reseal"]).await;
     assert!(ok, "{out}{err}");
-    for line in [
-        "connection_token\tscanned 1, re-sealed 1,",
-        "webhook_secret\tscanned 1, re-sealed 1,",
-        "action_preview\tscanned 2, re-sealed 2,",
-        "action_outcome\tscanned 1, re-sealed 1,",
-        "oauth_flow\tscanned 1, re-sealed 1,",
-    ] {
-        assert!(out.contains(line), "{line:?} in {out}");
-    }
     let (ok, status, err) = rotated.run(&["vault", "status"]).await;
     assert!(ok, "{err}");
-    let primary = status
-        .lines()
-        .find_map(|l| l.strip_prefix("primary key: "))
-        .expect("the primary key")
-        .to_owned();
-    let counts: Vec<(&str, &str, &str)> = status
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.split('\t');
-            Some((parts.next()?, parts.next()?, parts.next()?))
-        })
-        .collect();
-    assert_eq!(
-        counts,
-        vec![
-            ("action_outcome", primary.as_str(), "1 sealed"),
-            ("action_preview", primary.as_str(), "2 sealed"),
-            ("connection_token", primary.as_str(), "2 sealed"),
-            ("oauth_flow", primary.as_str(), "1 sealed"),
-            ("webhook_secret", primary.as_str(), "1 sealed"),
-        ],
-        "{status}"
-    );
 
     // The old key is gone: everything still opens.
     let relay = Relay::start(rotated.without_env("OAUTH_ENCRYPTION_KEY_PREVIOUS")).await;
@@ -337,6 +305,40 @@ async fn rotation_reseals_every_kind_of_sealed_value(backend: Backend) {
         .get_json("/oauth/test/status?actor_id=flow-user", &key)
         .await;
     assert_eq!(st["linked"], true, "{st}");
+
+    // What `vault reseal` and `vault status` reported before the old key went.
+    for line in [
+        "connection_token\tscanned 1, re-sealed 1,",
+        "webhook_secret\tscanned 1, re-sealed 1,",
+        "action_preview\tscanned 2, re-sealed 2,",
+        "action_outcome\tscanned 1, re-sealed 1,",
+        "oauth_flow\tscanned 1, re-sealed 1,",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    let primary = status
+        .lines()
+        .find_map(|l| l.strip_prefix("primary key: "))
+        .expect("the primary key")
+        .to_owned();
+    let counts: Vec<(&str, &str, &str)> = status
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split('\t');
+            Some((parts.next()?, parts.next()?, parts.next()?))
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("action_outcome", primary.as_str(), "1 sealed"),
+            ("action_preview", primary.as_str(), "2 sealed"),
+            ("connection_token", primary.as_str(), "2 sealed"),
+            ("oauth_flow", primary.as_str(), "1 sealed"),
+            ("webhook_secret", primary.as_str(), "1 sealed"),
+        ],
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
