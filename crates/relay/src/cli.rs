@@ -273,7 +273,19 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
             let store = db.store();
             match cmd {
                 VaultCommand::Status => {
-                    let usage = relay_core::rotation::key_usage(store.as_ref()).await?;
+                    let mut usage = relay_core::rotation::key_usage(store.as_ref()).await?;
+                    // The audit chain's MAC key is sealed too (one row; re-sealed whenever a
+                    // command loads it with the previous keys configured).
+                    if let Some(sealed) = db.audit_store().sealed_audit_key().await? {
+                        let key = relay_core::vault::Keyring::key_id_of(&sealed)
+                            .map(|k| k.to_hex())
+                            .unwrap_or_else(|_| "unreadable".into());
+                        *usage
+                            .entry("audit_key")
+                            .or_default()
+                            .entry(key)
+                            .or_insert(0) += 1;
+                    }
                     println!("primary key: {}", keys.keyring.primary_id());
                     // One line per kind and key: after a complete re-seal, every line names
                     // the primary key, and the previous keys can be retired.

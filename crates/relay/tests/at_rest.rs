@@ -333,6 +333,7 @@ async fn rotation_reseals_every_kind_of_sealed_value(backend: Backend) {
         vec![
             ("action_outcome", primary.as_str(), "1 sealed"),
             ("action_preview", primary.as_str(), "2 sealed"),
+            ("audit_key", primary.as_str(), "1 sealed"),
             ("connection_token", primary.as_str(), "2 sealed"),
             ("oauth_flow", primary.as_str(), "1 sealed"),
             ("webhook_secret", primary.as_str(), "1 sealed"),
