@@ -890,5 +890,7 @@ async fn connection_in(t: &TestDb, name: &str, actor: &str) -> relay_core::Conne
         last_refreshed_at: None,
         next_refresh_at: None,
         refresh_failures: 0,
+        account_subject: None,
+        account_email: None,
     }
 }
