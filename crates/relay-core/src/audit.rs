@@ -49,7 +49,10 @@ pub enum AuditAction {
     ActionPreviewed,
     ActionExecuted,
     ApiKeyCreated,
+    ApiKeyUpdated,
     ApiKeyRevoked,
+    WebhookSecretRead,
+    WebhookSecretRotated,
     VaultResealed,
     /// Keyed audit began: the record that seals a chain's unkeyed records (or starts the chain
     /// of a workspace whose data predates the audit log).
@@ -57,7 +60,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 15] = [
         Self::ConnectionCreated,
         Self::TokenRead,
         Self::TokenRefreshed,
@@ -67,7 +70,10 @@ impl AuditAction {
         Self::ActionPreviewed,
         Self::ActionExecuted,
         Self::ApiKeyCreated,
+        Self::ApiKeyUpdated,
         Self::ApiKeyRevoked,
+        Self::WebhookSecretRead,
+        Self::WebhookSecretRotated,
         Self::VaultResealed,
         Self::AuditSealed,
     ];
@@ -83,7 +89,10 @@ impl AuditAction {
             Self::ActionPreviewed => "action.previewed",
             Self::ActionExecuted => "action.executed",
             Self::ApiKeyCreated => "api_key.created",
+            Self::ApiKeyUpdated => "api_key.updated",
             Self::ApiKeyRevoked => "api_key.revoked",
+            Self::WebhookSecretRead => "webhook_secret.read",
+            Self::WebhookSecretRotated => "webhook_secret.rotated",
             Self::VaultResealed => "vault.resealed",
             Self::AuditSealed => "audit.sealed",
         }

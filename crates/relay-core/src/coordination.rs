@@ -17,7 +17,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::connection::Connection;
 use crate::error::StoreError;
 use crate::ids::WorkspaceId;
-use crate::ports::{ApiKeyRecord, FlowRecord, Store};
+use crate::ports::{ApiKeyRecord, ApiKeyRole, FlowRecord, Store};
 
 /// The outcome of trying a distributed lock.
 pub enum LockAttempt {
@@ -202,13 +202,14 @@ pub trait DueConnections: Send + Sync + 'static {
 pub trait ApiKeyAdmin: Send + Sync + 'static {
     async fn list_api_keys(&self, workspace: &WorkspaceId)
     -> Result<Vec<ApiKeyRecord>, StoreError>;
-    /// Sets (or with `None` clears) the key's own limit; `false` when no such active key.
-    async fn set_api_key_rate_limit(
+    /// Applies `change` to the active key `id` of this workspace and returns the key as it is
+    /// now; `None` when there is no such active key.
+    async fn update_api_key(
         &self,
         workspace: &WorkspaceId,
         id: &str,
-        per_minute: Option<i64>,
-    ) -> Result<bool, StoreError>;
+        change: &ApiKeyChange,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// Revokes the key at `now`; `false` when no such active key in this workspace.
     async fn revoke_workspace_api_key(
         &self,
@@ -216,6 +217,22 @@ pub trait ApiKeyAdmin: Send + Sync + 'static {
         id: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+}
+
+/// What `PATCH /api-keys/{id}` changes; a `None` field is left as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiKeyChange {
+    /// `Some(None)` returns the key to the configured default limit.
+    pub rate_limit_per_minute: Option<Option<i64>>,
+    pub role: Option<ApiKeyRole>,
+}
+
+/// Tells every replica that an API key was revoked or changed, so that each drops it from its
+/// per-process key cache at once rather than when the cache entry expires. Best effort: a
+/// replica that misses the message still refuses the key within the cache's time-to-live.
+#[async_trait]
+pub trait ApiKeyChanges: Send + Sync + 'static {
+    async fn announce(&self, api_key_id: &str);
 }
 
 #[cfg(test)]

@@ -27,6 +27,33 @@ pub struct ApiKeyRecord {
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
     pub rate_limit_per_minute: Option<i64>,
+    pub role: ApiKeyRole,
+}
+
+/// What an API key may do. Two roles, so that the key an application runs with cannot manage
+/// keys, read the webhook secret or the audit log: a leaked `service` key reaches the tokens it
+/// was meant to reach, and no further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiKeyRole {
+    /// Everything: the `service` routes plus API keys, the webhook secret and the audit log.
+    Admin,
+    /// Connect flows, connections, tokens, actions and providers.
+    Service,
+}
+
+impl ApiKeyRole {
+    pub const ALL: [ApiKeyRole; 2] = [Self::Admin, Self::Service];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Service => "service",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
 }
 
 /// A pending connect flow as stored, keyed by the SHA-256 of its `state` (the state itself is

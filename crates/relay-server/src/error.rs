@@ -20,7 +20,13 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750); every 401 carries one, `Bearer`
+    /// when this is `None`.
+    pub www_authenticate: Option<&'static str>,
 }
+
+/// The challenge of a 401 when a bearer token was presented but is not valid (RFC 6750 §3.1).
+const INVALID_TOKEN_CHALLENGE: &str = r#"Bearer error="invalid_token""#;
 
 /// The error envelope, as documented in the OpenAPI description.
 #[derive(Serialize, ToSchema)]
@@ -43,6 +49,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            www_authenticate: None,
         }
     }
 
@@ -58,8 +65,24 @@ impl ApiError {
         )
     }
 
+    /// 401 for a request without a usable bearer credential (challenge `Bearer`).
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 401 for a bearer token that is not a valid API key (challenge
+    /// `Bearer error="invalid_token"`). Same code as [`ApiError::unauthorized`]: clients need
+    /// not tell the two apart.
+    pub fn invalid_token() -> Self {
+        let mut err = Self::unauthorized("the API key is not valid");
+        err.www_authenticate = Some(INVALID_TOKEN_CHALLENGE);
+        err
+    }
+
+    /// 403 for a valid key whose role (or whose relation to the key it acts on) does not allow
+    /// the operation.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     pub fn internal() -> Self {
@@ -104,6 +127,7 @@ impl From<ServiceError> for ApiError {
                     code: "provider_unavailable",
                     message: format!("the provider is temporarily unavailable: {detail}"),
                     retry_after: Some(retry_after.unwrap_or(Duration::from_secs(5))),
+                    www_authenticate: None,
                 }
             }
             ServiceError::ProviderRejected { detail } => {
@@ -189,6 +213,12 @@ impl IntoResponse for ApiError {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(self.www_authenticate.unwrap_or("Bearer")),
+            );
         }
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -54,7 +54,13 @@ pub(crate) async fn handle(
     // Authenticated before the span is made, so that the span is made with the workspace
     // (recording a field on a span afterwards costs the log formatter more); authentication
     // logs nothing of its own.
-    let caller = rate_limit::authenticate(&state, req.headers()).await;
+    let caller = match rate_limit::authenticate(&state, req.headers()).await {
+        Ok(caller) => caller,
+        Err(failure) => {
+            req.extensions_mut().insert(failure);
+            None
+        }
+    };
     let workspace_id = caller.as_ref().map(|c| c.workspace_id.as_str());
     let span = tracing::info_span!("request", request_id = %id, %method, %route, workspace_id);
     let context = relay_core::audit::RequestContext::new(id, client_addr);

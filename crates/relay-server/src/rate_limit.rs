@@ -10,12 +10,11 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use relay_core::coordination::{RateDecision, RateLimiter};
 
-use crate::auth::Caller;
+use crate::auth::{AuthFailure, Caller, KeyCheckError, bearer_token};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -38,11 +37,20 @@ pub(crate) enum Admission {
 }
 
 /// The caller of a request that presents a valid API key (from the per-process key cache),
-/// `None` otherwise: the handler's extractor then answers 401 in the envelope (or the route
-/// needs no key).
-pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<Caller> {
-    let presented = bearer(headers)?;
-    state.api_keys.authenticate(presented).await.ok()
+/// or why there is none: the middleware keeps the failure in the request's extensions, and
+/// the handler's extractor answers 401 from it without checking the key a second time (a
+/// route that needs no key ignores it). `Ok(None)` when the key could not be checked (the
+/// database did not answer): the extractor tries again and reports the storage error.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Caller>, AuthFailure> {
+    let presented = bearer_token(headers)?;
+    match state.api_keys.authenticate(presented).await {
+        Ok(caller) => Ok(Some(caller)),
+        Err(KeyCheckError::Invalid) => Err(AuthFailure::InvalidToken),
+        Err(KeyCheckError::Store(_)) => Ok(None),
+    }
 }
 
 /// Asks the limiter for an authenticated caller, before any handler runs, and hands the caller
@@ -85,14 +93,6 @@ pub(crate) async fn admit(
     }
     req.extensions_mut().insert(caller);
     Admission::Admitted(decision)
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
 }
 
 fn ceil_secs(d: std::time::Duration) -> u64 {

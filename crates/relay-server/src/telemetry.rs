@@ -182,7 +182,7 @@ pub fn describe_actions(actions: &[(&str, &str)], breakers: &[(String, &str)]) {
 }
 
 /// Operations that count in `redis_fallbacks_total` (the Redis adapters' call sites).
-const REDIS_OPERATIONS: [&str; 9] = [
+const REDIS_OPERATIONS: [&str; 10] = [
     "cache_get",
     "cache_put",
     "cache_invalidate",
@@ -192,6 +192,7 @@ const REDIS_OPERATIONS: [&str; 9] = [
     "lock_extend",
     "lock_release",
     "rate_limit",
+    "api_key_announce",
 ];
 
 /// Describes the scale-out metrics (rate limits, Redis fallbacks, the background refresher) and

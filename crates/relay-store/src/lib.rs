@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(db.kind(), DatabaseKind::Sqlite);
         db.migrate().await.expect("migrates");
         db.store().ping().await.expect("answers");
-        assert_eq!(db.migration_versions(), vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(db.migration_versions(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
         db.close().await;
     }
 

@@ -1,5 +1,6 @@
 //! Redis adapters for running several replicas: the shared token cache (with an in-process
-//! tier invalidated by pub/sub), connect flows, the refresh lock and per-key rate limits.
+//! tier invalidated by pub/sub), connect flows, the refresh lock, per-key rate limits and the
+//! announcement of revoked or changed API keys.
 //!
 //! Redis is an accelerator, never the source of truth. Every adapter treats a Redis error the
 //! same way: log it, count it in `redis_fallbacks_total{operation}`, and fall back to what the
@@ -12,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+mod api_keys;
 mod cache;
 mod flows;
 mod limits;
 mod locks;
 
+pub use api_keys::RedisApiKeyChanges;
 pub use cache::RedisCache;
 pub use flows::RedisFlows;
 pub use limits::RedisRateLimiter;

@@ -6,7 +6,9 @@
 //! reads from.
 
 use relay_core::clock::Timestamp;
-use relay_core::ports::{ApiKeyRecord, FlowRecord, SealedKind, VaultKeyRecord, Workspace};
+use relay_core::ports::{
+    ApiKeyRecord, ApiKeyRole, FlowRecord, SealedKind, VaultKeyRecord, Workspace,
+};
 use relay_core::{
     ActorId, ActorType, Connection, ConnectionId, ConnectionStatus, ProviderName, Scopes,
     StoreError, WorkspaceId,
@@ -34,7 +36,7 @@ macro_rules! flow_columns {
 
 macro_rules! api_key_columns {
     () => {
-        "id, workspace_id, secret_hash, created_at, revoked_at, rate_limit_per_minute"
+        "id, workspace_id, secret_hash, created_at, revoked_at, rate_limit_per_minute, role"
     };
 }
 
@@ -196,6 +198,8 @@ pub(crate) fn api_key(row: &impl Fields) -> Result<ApiKeyRecord, StoreError> {
         created_at: row.time("created_at")?,
         revoked_at: row.opt_time("revoked_at")?,
         rate_limit_per_minute: row.opt_int("rate_limit_per_minute")?,
+        role: ApiKeyRole::parse(&row.text("role")?)
+            .ok_or_else(|| StoreError::Other("column role: not a known API key role".into()))?,
     })
 }
 

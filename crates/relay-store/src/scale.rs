@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use relay_core::clock::Timestamp;
-use relay_core::coordination::{ApiKeyAdmin, DueConnections};
+use relay_core::coordination::{ApiKeyAdmin, ApiKeyChange, DueConnections};
 use relay_core::ports::ApiKeyRecord;
 use relay_core::{Connection, StoreError, WorkspaceId};
 
@@ -100,23 +100,29 @@ macro_rules! impl_api_key_admin {
                 rows.iter().map(rows::api_key).collect()
             }
 
-            async fn set_api_key_rate_limit(
+            async fn update_api_key(
                 &self,
                 workspace: &WorkspaceId,
                 id: &str,
-                per_minute: Option<i64>,
-            ) -> Result<bool, StoreError> {
-                let done = sqlx::query(
-                    "UPDATE api_keys SET rate_limit_per_minute = $3 \
-                      WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL",
-                )
+                change: &ApiKeyChange,
+            ) -> Result<Option<ApiKeyRecord>, StoreError> {
+                // One statement: a field the change leaves out keeps its stored value.
+                let row = sqlx::query(concat!(
+                    "UPDATE api_keys SET \
+                       rate_limit_per_minute = CASE WHEN $3 THEN $4 ELSE rate_limit_per_minute END, \
+                       role = COALESCE($5, role) \
+                      WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL RETURNING ",
+                    api_key_columns!()
+                ))
                 .bind(workspace.as_str().to_owned())
                 .bind(id.to_owned())
-                .bind(per_minute)
-                .execute(&self.pool)
+                .bind(change.rate_limit_per_minute.is_some())
+                .bind(change.rate_limit_per_minute.flatten())
+                .bind(change.role.map(|r| r.as_str()))
+                .fetch_optional(&self.pool)
                 .await
                 .map_err($err)?;
-                Ok(done.rows_affected() > 0)
+                row.map(|r| rows::api_key(&r)).transpose()
             }
 
             async fn revoke_workspace_api_key(

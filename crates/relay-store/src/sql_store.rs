@@ -131,7 +131,7 @@ macro_rules! sql_store {
                 sqlx::query(concat!(
                     "INSERT INTO api_keys (",
                     api_key_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6)"
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
                 ))
                 .bind(key.id.clone())
                 .bind(key.workspace_id.as_str().to_owned())
@@ -139,6 +139,7 @@ macro_rules! sql_store {
                 .bind(key.created_at.0)
                 .bind(key.revoked_at.map(|t| t.0))
                 .bind(key.rate_limit_per_minute)
+                .bind(key.role.as_str())
                 .execute(&self.pool)
                 .await
                 .map_err(err)?;

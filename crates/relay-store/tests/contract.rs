@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use relay_core::clock::Timestamp;
 use relay_core::connection::TokenUpdate;
-use relay_core::ports::{ApiKeyRecord, ConnectionFilter, FlowRecord, SealedKind, Store};
+use relay_core::ports::{
+    ApiKeyRecord, ApiKeyRole, ConnectionFilter, FlowRecord, SealedKind, Store,
+};
 use relay_core::{
     ActorId, ActorType, Connection, ConnectionId, ConnectionStatus, ProviderName, Scopes,
     StoreError, WorkspaceId,
@@ -139,6 +141,7 @@ async fn api_keys_insert_find_revoke(store: Arc<dyn Store>) {
         created_at: T0,
         revoked_at: None,
         rate_limit_per_minute: Some(120),
+        role: ApiKeyRole::Service,
     };
     store.insert_api_key(&key).await.expect("insert");
     assert_eq!(
@@ -908,7 +911,7 @@ async fn migrations_can_be_undone_and_reapplied(t: &TestDb) {
         .upsert_connection(&connection(&ws, "google", "user-1", T0))
         .await
         .expect("the schema works again");
-    assert_eq!(t.db.migration_versions(), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(t.db.migration_versions(), [1, 2, 3, 4, 5, 6, 7, 8]);
 }
 
 /// A server that does not answer is `Unavailable` (so `/ready` and callers can say "try

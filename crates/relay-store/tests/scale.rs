@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use relay_core::clock::{Clock, ManualClock, Timestamp};
 use relay_core::coordination::{
-    FlowStore, LocalRateLimiter, LockAttempt, RateLimiter, RefreshLocks,
+    ApiKeyChange, FlowStore, LocalRateLimiter, LockAttempt, RateLimiter, RefreshLocks,
 };
-use relay_core::ports::{ApiKeyRecord, CachedToken, ConnectionCache, FlowRecord, Store};
+use relay_core::ports::{ApiKeyRecord, ApiKeyRole, CachedToken, ConnectionCache, FlowRecord, Store};
 use relay_core::{
     ActorId, ActorType, Connection, ConnectionId, ConnectionStatus, ProviderName, Scopes,
     WorkspaceId,
@@ -174,6 +174,7 @@ async fn api_key_admin_is_scoped_to_the_workspace(t: &TestDb) {
         created_at: T0,
         revoked_at: None,
         rate_limit_per_minute: None,
+        role: ApiKeyRole::Admin,
     };
     store
         .insert_api_key(&key("key_a1", &a))
@@ -188,17 +189,24 @@ async fn api_key_admin_is_scoped_to_the_workspace(t: &TestDb) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, "key_a1");
 
-    assert!(
-        !admin
-            .set_api_key_rate_limit(&a, "key_b1", Some(5))
-            .await
-            .expect("set")
-    );
-    assert!(
+    let limit = |l: Option<i64>| ApiKeyChange {
+        rate_limit_per_minute: Some(l),
+        role: None,
+    };
+    assert_eq!(
         admin
-            .set_api_key_rate_limit(&a, "key_a1", Some(5))
+            .update_api_key(&a, "key_b1", &limit(Some(5)))
+            .await
+            .expect("set"),
+        None
+    );
+    assert_eq!(
+        admin
+            .update_api_key(&a, "key_a1", &limit(Some(5)))
             .await
             .expect("set")
+            .and_then(|k| k.rate_limit_per_minute),
+        Some(5)
     );
     let found = store
         .find_api_key_by_hash(&relay_core::random::sha256_hex(b"key_a1"))
@@ -225,11 +233,12 @@ async fn api_key_admin_is_scoped_to_the_workspace(t: &TestDb) {
             .await
             .expect("twice")
     );
-    assert!(
-        !admin
-            .set_api_key_rate_limit(&a, "key_a1", Some(9))
+    assert_eq!(
+        admin
+            .update_api_key(&a, "key_a1", &limit(Some(9)))
             .await
             .expect("set"),
+        None,
         "a revoked key is not changed"
     );
     let b_keys = admin.list_api_keys(&b).await.expect("list");
@@ -239,10 +248,133 @@ async fn api_key_admin_is_scoped_to_the_workspace(t: &TestDb) {
     );
 }
 
+/// A key's role is stored and read back; a change sets only the fields it names.
+async fn api_key_roles_are_stored_and_changed_field_by_field(t: &TestDb) {
+    let store = t.store();
+    let admin = t.db.api_key_admin();
+    let ws = workspace(&store, "a").await;
+    let key = ApiKeyRecord {
+        id: "key_s1".into(),
+        workspace_id: ws.clone(),
+        secret_hash: relay_core::random::sha256_hex(b"key_s1"),
+        created_at: T0,
+        revoked_at: None,
+        rate_limit_per_minute: Some(30),
+        role: ApiKeyRole::Service,
+    };
+    store.insert_api_key(&key).await.expect("insert");
+    let found = store
+        .find_api_key_by_hash(&key.secret_hash)
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(found, key);
+
+    // The role alone: the limit stays.
+    let promoted = admin
+        .update_api_key(
+            &ws,
+            "key_s1",
+            &ApiKeyChange {
+                rate_limit_per_minute: None,
+                role: Some(ApiKeyRole::Admin),
+            },
+        )
+        .await
+        .expect("update")
+        .expect("active");
+    assert_eq!(promoted.role, ApiKeyRole::Admin);
+    assert_eq!(promoted.rate_limit_per_minute, Some(30));
+    // The limit alone, back to the default: the role stays.
+    let reset = admin
+        .update_api_key(
+            &ws,
+            "key_s1",
+            &ApiKeyChange {
+                rate_limit_per_minute: Some(None),
+                role: None,
+            },
+        )
+        .await
+        .expect("update")
+        .expect("active");
+    assert_eq!(reset.role, ApiKeyRole::Admin);
+    assert_eq!(reset.rate_limit_per_minute, None);
+    assert_eq!(
+        admin.list_api_keys(&ws).await.expect("list"),
+        vec![reset.clone()]
+    );
+    assert_eq!(
+        store
+            .find_api_key_by_hash(&key.secret_hash)
+            .await
+            .expect("find"),
+        Some(reset)
+    );
+}
+
+/// Runs SQL on the test database directly, as an earlier Relay (or an operator) would.
+async fn run_sql(t: &TestDb, sql: &str) {
+    use sqlx::Connection;
+    match t.kind() {
+        relay_store::DatabaseKind::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&t.url).await.expect("open");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut c)
+                .await
+                .expect("sql");
+        }
+        relay_store::DatabaseKind::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&t.url).await.expect("open");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut c)
+                .await
+                .expect("sql");
+        }
+    }
+}
+
+/// Keys made before roles existed could do everything; the migration makes them `admin` so
+/// that an upgraded deployment keeps working, and undoing it drops the column again.
+async fn keys_from_before_roles_become_admin(t: &TestDb) {
+    let store = t.store();
+    let ws = workspace(&store, "a").await;
+    t.db.undo_to(7).await.expect("back to before roles");
+    run_sql(
+        t,
+        &format!(
+            "INSERT INTO api_keys (id, workspace_id, secret_hash, created_at) \
+             VALUES ('key_old', '{}', '{}', {})",
+            ws.as_str(),
+            relay_core::random::sha256_hex(b"key_old"),
+            T0.0
+        ),
+    )
+    .await;
+    t.db.migrate().await.expect("migrate");
+    let old = store
+        .find_api_key_by_hash(&relay_core::random::sha256_hex(b"key_old"))
+        .await
+        .expect("find")
+        .expect("kept");
+    assert_eq!(old.role, ApiKeyRole::Admin);
+    t.db.undo_to(7).await.expect("the migration can be undone");
+    t.db.migrate().await.expect("and applied again");
+    assert!(
+        store
+            .find_api_key_by_hash(&relay_core::random::sha256_hex(b"key_old"))
+            .await
+            .expect("find")
+            .is_some()
+    );
+}
+
 on_every_backend!(
     db claim_takes_only_due_free_refreshable_rows,
     db concurrent_claims_are_disjoint,
     db api_key_admin_is_scoped_to_the_workspace,
+    db api_key_roles_are_stored_and_changed_field_by_field,
+    db keys_from_before_roles_become_admin,
 );
 
 // ---------------------------------------------------------------- Redis

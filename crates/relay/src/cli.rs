@@ -131,9 +131,30 @@ enum ApiKeyCommand {
         /// Requests per minute for this key (default: the configured limit).
         #[arg(long)]
         rate_limit: Option<i64>,
+        /// `service` (connect, connections, tokens, actions) or `admin` (also API keys, the
+        /// webhook secret and the audit log).
+        #[arg(long, value_enum, default_value_t = RoleArg::Service)]
+        role: RoleArg,
     },
-    /// Revoke an API key by its id (`key_...`).
+    /// Revoke an API key by its id (`key_...`). Every replica refuses it at once when Redis
+    /// is configured, within `[cache] api_key_ttl_secs` otherwise.
     Revoke { id: String },
+}
+
+/// `--role` of `api-key create`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Service,
+    Admin,
+}
+
+impl From<RoleArg> for relay_core::ports::ApiKeyRole {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Service => Self::Service,
+            RoleArg::Admin => Self::Admin,
+        }
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -173,6 +194,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
         Command::ApiKey(ApiKeyCommand::Create {
             workspace,
             rate_limit,
+            role,
         }) => {
             use secrecy::ExposeSecret;
             let name = workspace.trim();
@@ -189,21 +211,31 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
                 .ensure_workspace(name, now)
                 .await
                 .context("creating the workspace")?;
-            let minted = relay_server::auth::mint_api_key(ws.id.clone(), now, rate_limit);
+            let role = relay_core::ports::ApiKeyRole::from(role);
+            let minted = relay_server::auth::mint_api_key(ws.id.clone(), now, rate_limit, role);
             store
                 .insert_api_key(&minted.record)
                 .await
                 .context("storing the API key")?;
+            let limit = rate_limit.map_or_else(|| "default".to_owned(), |l| l.to_string());
             crate::audit_cli::record(
                 &db,
                 AuditEvent::new(ws.id.clone(), AuditAction::ApiKeyCreated, now)
-                    .api_key_id(minted.record.id.clone()),
+                    .api_key_id(minted.record.id.clone())
+                    .detail(format!(
+                        "{} role={} rate_limit_per_minute={limit} by relay api-key create",
+                        minted.record.id,
+                        role.as_str()
+                    )),
             )
             .await?;
             db.close().await;
             eprintln!(
-                "created API key {} for workspace {:?} ({}); it is shown once:",
-                minted.record.id, ws.name, ws.id
+                "created {} API key {} for workspace {:?} ({}); it is shown once:",
+                role.as_str(),
+                minted.record.id,
+                ws.name,
+                ws.id
             );
             println!("{}", minted.secret.expose_secret());
             Ok(())
@@ -353,9 +385,14 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
             {
                 crate::audit_cli::record(
                     &db,
-                    AuditEvent::new(ws, AuditAction::ApiKeyRevoked, now).api_key_id(id.clone()),
+                    AuditEvent::new(ws, AuditAction::ApiKeyRevoked, now)
+                        .api_key_id(id.clone())
+                        .detail(format!("{id} by relay api-key revoke")),
                 )
                 .await?;
+                // Running replicas drop the key from their caches at once rather than
+                // within `[cache] api_key_ttl_secs`.
+                runtime::announce_api_key_change(&config, &id).await;
             }
             db.close().await;
             if revoked {

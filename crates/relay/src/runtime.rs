@@ -21,7 +21,7 @@ use relay_server::rate_limit::RateLimits;
 use relay_server::readiness::{AuditWriterCheck, CHECK_TIMEOUT, CheckResult, ReadinessCheck};
 use relay_server::{AppParts, AppState, ServerSettings};
 use relay_store::redis::{
-    Redis, RedisCache, RedisFlows, RedisLocks, RedisRateLimiter, RedisSettings,
+    Redis, RedisApiKeyChanges, RedisCache, RedisFlows, RedisLocks, RedisRateLimiter, RedisSettings,
 };
 use relay_store::{Database, MemoryCache};
 use tracing::info;
@@ -62,6 +62,55 @@ impl Drop for BackgroundRuntime {
 }
 
 /// Opens the configured database and brings its schema up to date.
+/// The per-process API key cache; with Redis, revocations and changes made on any replica (or
+/// by `relay api-key revoke`) are announced to every replica, which drops the key at once.
+fn api_keys(
+    config: &Config,
+    store: Arc<dyn relay_core::ports::Store>,
+    clock: Arc<dyn Clock>,
+    redis: Option<&Redis>,
+) -> Arc<ApiKeys> {
+    let keys = ApiKeys::new(
+        store,
+        clock,
+        Duration::from_secs(config.cache.api_key_ttl_secs),
+    );
+    let Some(redis) = redis else {
+        return Arc::new(keys);
+    };
+    let changes = RedisApiKeyChanges::new(redis.clone());
+    let keys = Arc::new(keys.with_announcer(Arc::new(changes.clone())));
+    let weak = Arc::downgrade(&keys);
+    changes.listen(move |id| match weak.upgrade() {
+        Some(keys) => {
+            keys.forget(id);
+            true
+        }
+        None => false,
+    });
+    keys
+}
+
+/// Tells running replicas that key `id` was revoked by the command line, when Redis is
+/// configured (best effort: a replica that misses it refuses the key within
+/// `[cache] api_key_ttl_secs`).
+pub async fn announce_api_key_change(config: &Config, id: &str) {
+    use relay_core::coordination::ApiKeyChanges;
+    let Some(url) = &config.redis.url else {
+        return;
+    };
+    let settings = RedisSettings {
+        url: url.clone(),
+        key_prefix: config.redis.key_prefix.clone(),
+        command_timeout: Duration::from_millis(config.redis.command_timeout_ms.max(1)),
+        cool_down: Duration::from_secs(1),
+    };
+    match Redis::open(&settings) {
+        Ok(redis) => RedisApiKeyChanges::new(redis).announce(id).await,
+        Err(e) => tracing::warn!(error = %e, "cannot tell the replicas about the revocation; they refuse the key within the key cache's time-to-live"),
+    }
+}
+
 pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
     if config.embedded {
         crate::file_modes::create_private_dir(&config.data_dir).with_context(|| {
@@ -268,11 +317,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         actions: actions.clone(),
         store: store.clone(),
         catalog,
-        api_keys: Arc::new(ApiKeys::new(
-            store.clone(),
-            clock.clone(),
-            Duration::from_secs(config.cache.api_key_ttl_secs),
-        )),
+        api_keys: api_keys(&config, store.clone(), clock.clone(), redis.as_ref()),
         clock: clock.clone(),
         settings: Arc::new(ServerSettings {
             return_to_allow,

@@ -60,6 +60,7 @@ impl From<ActionError> for ApiError {
             code: e.reason(),
             message: e.to_string(),
             retry_after,
+            www_authenticate: None,
         }
     }
 }

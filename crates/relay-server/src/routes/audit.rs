@@ -7,7 +7,7 @@ use relay_core::audit::{AuditAction, AuditFilter, AuditRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Caller;
+use crate::auth::AdminCaller;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
@@ -22,7 +22,8 @@ pub struct AuditRecordView {
     pub workspace_id: String,
     /// `connection.created`, `token.read`, `token.refreshed`, `token.refresh_failed`,
     /// `connection.needs_reauth`, `connection.deleted`, `action.previewed`, `action.executed`,
-    /// `api_key.created`, `api_key.revoked`, `vault.resealed`, `audit.sealed`.
+    /// `api_key.created`, `api_key.updated`, `api_key.revoked`, `webhook_secret.read`,
+    /// `webhook_secret.rotated`, `vault.resealed`, `audit.sealed`.
     pub action: String,
     /// `ok` or `failed`.
     pub outcome: String,
@@ -118,13 +119,14 @@ fn bounded_id(field: &str, v: Option<String>) -> Result<Option<String>, ApiError
     }
 }
 
-/// The workspace's audit records, newest first.
+/// The workspace's audit records, newest first (admin keys only).
 #[utoipa::path(get, path = "/audit", tag = "operations", params(AuditQuery),
-    responses((status = 200, body = AuditPage), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
+    responses((status = 200, body = AuditPage), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope, description = "`forbidden`: not an admin key")),
     security(("api_key" = [])))]
 pub async fn list_audit(
     State(state): State<AppState>,
-    caller: Caller,
+    AdminCaller(caller): AdminCaller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<axum::Json<AuditPage>, ApiError> {
     let limit = q.limit.unwrap_or(100);
