@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
 use relay_core::coordination::ApiKeyChanges;
 use relay_core::ports::{ApiKeyRecord, ApiKeyRole, Store};
 use relay_core::{Clock, WorkspaceId, random};
@@ -259,7 +259,7 @@ impl FromRequestParts<AppState> for AdminCaller {
         let caller = Caller::from_request_parts(parts, state).await?;
         if caller.role != ApiKeyRole::Admin {
             return Err(ApiError::forbidden(format!(
-                    "this route needs an admin API key; this key's role is {}",
+                "this route needs an admin API key; this key's role is {}",
                 caller.role.as_str()
             )));
         }

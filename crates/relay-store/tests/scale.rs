@@ -16,7 +16,9 @@ use relay_core::clock::{Clock, ManualClock, Timestamp};
 use relay_core::coordination::{
     ApiKeyChange, FlowStore, LocalRateLimiter, LockAttempt, RateLimiter, RefreshLocks,
 };
-use relay_core::ports::{ApiKeyRecord, ApiKeyRole, CachedToken, ConnectionCache, FlowRecord, Store};
+use relay_core::ports::{
+    ApiKeyRecord, ApiKeyRole, CachedToken, ConnectionCache, FlowRecord, Store,
+};
 use relay_core::{
     ActorId, ActorType, Connection, ConnectionId, ConnectionStatus, ProviderName, Scopes,
     WorkspaceId,

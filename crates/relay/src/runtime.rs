@@ -107,7 +107,9 @@ pub async fn announce_api_key_change(config: &Config, id: &str) {
     };
     match Redis::open(&settings) {
         Ok(redis) => RedisApiKeyChanges::new(redis).announce(id).await,
-        Err(e) => tracing::warn!(error = %e, "cannot tell the replicas about the revocation; they refuse the key within the key cache's time-to-live"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell the replicas about the revocation; they refuse the key within the key cache's time-to-live")
+        }
     }
 }
 

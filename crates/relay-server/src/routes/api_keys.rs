@@ -269,10 +269,7 @@ pub async fn update_api_key(
         ));
     }
     let change = ApiKeyChange {
-        rate_limit_per_minute: body
-            .rate_limit_per_minute
-            .map(check_limit)
-            .transpose()?,
+        rate_limit_per_minute: body.rate_limit_per_minute.map(check_limit).transpose()?,
         role: body.role.map(ApiKeyRole::from),
     };
     if change == ApiKeyChange::default() {
@@ -292,7 +289,13 @@ pub async fn update_api_key(
         .map_err(relay_core::ServiceError::from)?
         .ok_or_else(|| ApiError::not_found("API key"))?;
     state.api_keys.forget_everywhere(&id).await;
-    audit(&state, &caller, AuditAction::ApiKeyUpdated, describe(&updated)).await?;
+    audit(
+        &state,
+        &caller,
+        AuditAction::ApiKeyUpdated,
+        describe(&updated),
+    )
+    .await?;
     tracing::info!(api_key_id = %id, updated_by = %caller.api_key_id, "API key changed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -190,30 +190,37 @@ impl RelayOptions {
         )
     }
 
-    /// `relay api-key create --rate-limit N`, returning the key.
-    pub async fn create_limited_api_key(&self, workspace: &str, per_minute: u32) -> String {
-        let n = per_minute.to_string();
-        let (ok, stdout, stderr) = self
-            .run(&[
-                "api-key",
-                "create",
-                "--workspace",
-                workspace,
-                "--rate-limit",
-                &n,
-            ])
-            .await;
+    /// `relay api-key create --role ROLE [--rate-limit N]`, returning the key (the last line of
+    /// stdout).
+    pub async fn create_key(&self, workspace: &str, role: &str, per_minute: Option<u32>) -> String {
+        let n = per_minute.map(|n| n.to_string());
+        let mut args = vec![
+            "api-key",
+            "create",
+            "--workspace",
+            workspace,
+            "--role",
+            role,
+        ];
+        if let Some(n) = &n {
+            args.extend(["--rate-limit", n.as_str()]);
+        }
+        let (ok, stdout, stderr) = self.run(&args).await;
         assert!(ok, "api-key create failed: {stderr}");
         stdout.lines().last().expect("a key line").trim().to_owned()
     }
 
-    /// `relay api-key create`, returning the key (the last line of stdout).
+    /// A `service` key limited to `per_minute` requests per minute.
+    pub async fn create_limited_api_key(&self, workspace: &str, per_minute: u32) -> String {
+        self.create_key(workspace, "service", Some(per_minute))
+            .await
+    }
+
+    /// An `admin` key (it may do everything, as most tests need: connections, the audit log,
+    /// the webhook secret, other keys). Tests of what a `service` key may not do use
+    /// [`RelayOptions::create_key`].
     pub async fn create_api_key(&self, workspace: &str) -> String {
-        let (ok, stdout, stderr) = self
-            .run(&["api-key", "create", "--workspace", workspace])
-            .await;
-        assert!(ok, "api-key create failed: {stderr}");
-        stdout.lines().last().expect("a key line").trim().to_owned()
+        self.create_key(workspace, "admin", None).await
     }
 }
 
