@@ -30,6 +30,7 @@ from .provider_list import ProviderList
 from .provider_view import ProviderView
 from .readiness import Readiness
 from .readiness_checks import ReadinessChecks
+from .role import Role
 from .rotated_webhook_secret import RotatedWebhookSecret
 from .token_view import TokenView
 from .update_api_key import UpdateApiKey
@@ -66,6 +67,7 @@ __all__ = (
     "ProviderView",
     "Readiness",
     "ReadinessChecks",
+    "Role",
     "RotatedWebhookSecret",
     "TokenView",
     "UpdateApiKey",

@@ -8,6 +8,7 @@ from attrs import field as _attrs_field
 
 from ..types import UNSET, Unset
 
+from ..models.role import Role
 from ..types import UNSET, Unset
 from typing import cast
 
@@ -27,6 +28,8 @@ class ApiKeyView:
         Attributes:
             created_at (str):
             id (str):
+            role (Role): What a key may do: `admin` (API keys, the webhook secret, the audit log, and everything
+                `service` may do) or `service` (connect, connections, tokens, actions, providers).
             workspace_id (str):
             rate_limit_per_minute (int | None | Unset): Requests per minute; `null` means the configured default.
             revoked_at (None | str | Unset):
@@ -34,6 +37,7 @@ class ApiKeyView:
 
     created_at: str
     id: str
+    role: Role
     workspace_id: str
     rate_limit_per_minute: int | None | Unset = UNSET
     revoked_at: None | str | Unset = UNSET
@@ -47,6 +51,8 @@ class ApiKeyView:
         created_at = self.created_at
 
         id = self.id
+
+        role = self.role.value
 
         workspace_id = self.workspace_id
 
@@ -68,6 +74,7 @@ class ApiKeyView:
         field_dict.update({
             "created_at": created_at,
             "id": id,
+            "role": role,
             "workspace_id": workspace_id,
         })
         if rate_limit_per_minute is not UNSET:
@@ -85,6 +92,11 @@ class ApiKeyView:
         created_at = d.pop("created_at")
 
         id = d.pop("id")
+
+        role = Role(d.pop("role"))
+
+
+
 
         workspace_id = d.pop("workspace_id")
 
@@ -111,6 +123,7 @@ class ApiKeyView:
         api_key_view = cls(
             created_at=created_at,
             id=id,
+            role=role,
             workspace_id=workspace_id,
             rate_limit_per_minute=rate_limit_per_minute,
             revoked_at=revoked_at,

@@ -8,6 +8,7 @@ from attrs import field as _attrs_field
 
 from ..types import UNSET, Unset
 
+from ..models.role import Role
 from ..types import UNSET, Unset
 from typing import cast
 
@@ -25,9 +26,13 @@ class CreateApiKey:
     """ 
         Attributes:
             rate_limit_per_minute (int | None | Unset): Requests per minute for this key; omit for the configured default.
+                At most the creating
+                key's own limit.
+            role (None | Role | Unset):
      """
 
     rate_limit_per_minute: int | None | Unset = UNSET
+    role: None | Role | Unset = UNSET
 
 
 
@@ -40,6 +45,14 @@ class CreateApiKey:
         else:
             rate_limit_per_minute = self.rate_limit_per_minute
 
+        role: None | str | Unset
+        if isinstance(self.role, Unset):
+            role = UNSET
+        elif isinstance(self.role, Role):
+            role = self.role.value
+        else:
+            role = self.role
+
 
         field_dict: dict[str, Any] = {}
 
@@ -47,6 +60,8 @@ class CreateApiKey:
         })
         if rate_limit_per_minute is not UNSET:
             field_dict["rate_limit_per_minute"] = rate_limit_per_minute
+        if role is not UNSET:
+            field_dict["role"] = role
 
         return field_dict
 
@@ -65,8 +80,29 @@ class CreateApiKey:
         rate_limit_per_minute = _parse_rate_limit_per_minute(d.pop("rate_limit_per_minute", UNSET))
 
 
+        def _parse_role(data: object) -> None | Role | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                role_type_0 = Role(data)
+
+
+
+                return role_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(None | Role | Unset, data)
+
+        role = _parse_role(d.pop("role", UNSET))
+
+
         create_api_key = cls(
             rate_limit_per_minute=rate_limit_per_minute,
+            role=role,
         )
 
         return create_api_key

@@ -8,6 +8,7 @@ from attrs import field as _attrs_field
 
 from ..types import UNSET, Unset
 
+from ..models.role import Role
 from ..types import UNSET, Unset
 from typing import cast
 
@@ -27,6 +28,8 @@ class CreatedApiKey:
         Attributes:
             created_at (str):
             id (str):
+            role (Role): What a key may do: `admin` (API keys, the webhook secret, the audit log, and everything
+                `service` may do) or `service` (connect, connections, tokens, actions, providers).
             workspace_id (str):
             secret (str):
             rate_limit_per_minute (int | None | Unset): Requests per minute; `null` means the configured default.
@@ -35,6 +38,7 @@ class CreatedApiKey:
 
     created_at: str
     id: str
+    role: Role
     workspace_id: str
     secret: str
     rate_limit_per_minute: int | None | Unset = UNSET
@@ -49,6 +53,8 @@ class CreatedApiKey:
         created_at = self.created_at
 
         id = self.id
+
+        role = self.role.value
 
         workspace_id = self.workspace_id
 
@@ -72,6 +78,7 @@ class CreatedApiKey:
         field_dict.update({
             "created_at": created_at,
             "id": id,
+            "role": role,
             "workspace_id": workspace_id,
             "secret": secret,
         })
@@ -90,6 +97,11 @@ class CreatedApiKey:
         created_at = d.pop("created_at")
 
         id = d.pop("id")
+
+        role = Role(d.pop("role"))
+
+
+
 
         workspace_id = d.pop("workspace_id")
 
@@ -118,6 +130,7 @@ class CreatedApiKey:
         created_api_key = cls(
             created_at=created_at,
             id=id,
+            role=role,
             workspace_id=workspace_id,
             secret=secret,
             rate_limit_per_minute=rate_limit_per_minute,

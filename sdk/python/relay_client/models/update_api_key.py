@@ -8,6 +8,7 @@ from attrs import field as _attrs_field
 
 from ..types import UNSET, Unset
 
+from ..models.role import Role
 from ..types import UNSET, Unset
 from typing import cast
 
@@ -22,13 +23,17 @@ T = TypeVar("T", bound="UpdateApiKey")
 
 @_attrs_define
 class UpdateApiKey:
-    """ 
+    """ The fields to change; an omitted field keeps its value.
+
         Attributes:
-            rate_limit_per_minute (int | None | Unset): Requests per minute; `null` returns the key to the configured
-                default.
+            rate_limit_per_minute (int | None | Unset): Requests per minute, at most the acting key's own limit; `null`
+                returns the key to the
+                configured default.
+            role (None | Role | Unset):
      """
 
     rate_limit_per_minute: int | None | Unset = UNSET
+    role: None | Role | Unset = UNSET
 
 
 
@@ -41,6 +46,14 @@ class UpdateApiKey:
         else:
             rate_limit_per_minute = self.rate_limit_per_minute
 
+        role: None | str | Unset
+        if isinstance(self.role, Unset):
+            role = UNSET
+        elif isinstance(self.role, Role):
+            role = self.role.value
+        else:
+            role = self.role
+
 
         field_dict: dict[str, Any] = {}
 
@@ -48,6 +61,8 @@ class UpdateApiKey:
         })
         if rate_limit_per_minute is not UNSET:
             field_dict["rate_limit_per_minute"] = rate_limit_per_minute
+        if role is not UNSET:
+            field_dict["role"] = role
 
         return field_dict
 
@@ -66,8 +81,29 @@ class UpdateApiKey:
         rate_limit_per_minute = _parse_rate_limit_per_minute(d.pop("rate_limit_per_minute", UNSET))
 
 
+        def _parse_role(data: object) -> None | Role | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                role_type_0 = Role(data)
+
+
+
+                return role_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(None | Role | Unset, data)
+
+        role = _parse_role(d.pop("role", UNSET))
+
+
         update_api_key = cls(
             rate_limit_per_minute=rate_limit_per_minute,
+            role=role,
         )
 
         return update_api_key

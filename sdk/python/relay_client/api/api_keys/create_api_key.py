@@ -56,6 +56,13 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
 
         return response_401
 
+    if response.status_code == 403:
+        response_403 = ErrorEnvelope.from_dict(response.json())
+
+
+
+        return response_403
+
     if response.status_code == 422:
         response_422 = ErrorEnvelope.from_dict(response.json())
 
@@ -91,7 +98,7 @@ def sync_detailed(
     body: CreateApiKey,
 
 ) -> Response[CreatedApiKey | ErrorEnvelope]:
-    """ Create an API key in the caller's workspace.
+    """ Create an API key in the caller's workspace (admin keys only).
 
     Args:
         body (CreateApiKey):
@@ -122,7 +129,7 @@ def sync(
     body: CreateApiKey,
 
 ) -> CreatedApiKey | ErrorEnvelope | None:
-    """ Create an API key in the caller's workspace.
+    """ Create an API key in the caller's workspace (admin keys only).
 
     Args:
         body (CreateApiKey):
@@ -148,7 +155,7 @@ async def asyncio_detailed(
     body: CreateApiKey,
 
 ) -> Response[CreatedApiKey | ErrorEnvelope]:
-    """ Create an API key in the caller's workspace.
+    """ Create an API key in the caller's workspace (admin keys only).
 
     Args:
         body (CreateApiKey):
@@ -179,7 +186,7 @@ async def asyncio(
     body: CreateApiKey,
 
 ) -> CreatedApiKey | ErrorEnvelope | None:
-    """ Create an API key in the caller's workspace.
+    """ Create an API key in the caller's workspace (admin keys only).
 
     Args:
         body (CreateApiKey):

@@ -45,6 +45,13 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
 
         return response_401
 
+    if response.status_code == 403:
+        response_403 = ErrorEnvelope.from_dict(response.json())
+
+
+
+        return response_403
+
     if response.status_code == 404:
         response_404 = ErrorEnvelope.from_dict(response.json())
 
@@ -73,7 +80,9 @@ def sync_detailed(
     client: AuthenticatedClient,
 
 ) -> Response[Any | ErrorEnvelope]:
-    """ Revoke a key; every replica refuses it within 5 seconds.
+    """ Revoke another key of the workspace (admin keys only; a key cannot revoke itself). This
+    replica refuses it at once; the others at once too when Redis is configured, and within
+    5 seconds otherwise.
 
     Args:
         id (str):
@@ -104,7 +113,9 @@ def sync(
     client: AuthenticatedClient,
 
 ) -> Any | ErrorEnvelope | None:
-    """ Revoke a key; every replica refuses it within 5 seconds.
+    """ Revoke another key of the workspace (admin keys only; a key cannot revoke itself). This
+    replica refuses it at once; the others at once too when Redis is configured, and within
+    5 seconds otherwise.
 
     Args:
         id (str):
@@ -130,7 +141,9 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
 
 ) -> Response[Any | ErrorEnvelope]:
-    """ Revoke a key; every replica refuses it within 5 seconds.
+    """ Revoke another key of the workspace (admin keys only; a key cannot revoke itself). This
+    replica refuses it at once; the others at once too when Redis is configured, and within
+    5 seconds otherwise.
 
     Args:
         id (str):
@@ -161,7 +174,9 @@ async def asyncio(
     client: AuthenticatedClient,
 
 ) -> Any | ErrorEnvelope | None:
-    """ Revoke a key; every replica refuses it within 5 seconds.
+    """ Revoke another key of the workspace (admin keys only; a key cannot revoke itself). This
+    replica refuses it at once; the others at once too when Redis is configured, and within
+    5 seconds otherwise.
 
     Args:
         id (str):

@@ -48,6 +48,13 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
 
         return response_401
 
+    if response.status_code == 403:
+        response_403 = ErrorEnvelope.from_dict(response.json())
+
+
+
+        return response_403
+
     if client.raise_on_unexpected_status:
         raise errors.UnexpectedStatus(response.status_code, response.content)
     else:
@@ -68,7 +75,7 @@ def sync_detailed(
     client: AuthenticatedClient,
 
 ) -> Response[ApiKeyList | ErrorEnvelope]:
-    """ The API keys of the caller's workspace (revoked ones included, marked).
+    """ The API keys of the caller's workspace (revoked ones included, marked); admin keys only.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -94,7 +101,7 @@ def sync(
     client: AuthenticatedClient,
 
 ) -> ApiKeyList | ErrorEnvelope | None:
-    """ The API keys of the caller's workspace (revoked ones included, marked).
+    """ The API keys of the caller's workspace (revoked ones included, marked); admin keys only.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -115,7 +122,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
 
 ) -> Response[ApiKeyList | ErrorEnvelope]:
-    """ The API keys of the caller's workspace (revoked ones included, marked).
+    """ The API keys of the caller's workspace (revoked ones included, marked); admin keys only.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -141,7 +148,7 @@ async def asyncio(
     client: AuthenticatedClient,
 
 ) -> ApiKeyList | ErrorEnvelope | None:
-    """ The API keys of the caller's workspace (revoked ones included, marked).
+    """ The API keys of the caller's workspace (revoked ones included, marked); admin keys only.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

@@ -53,6 +53,13 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
 
         return response_401
 
+    if response.status_code == 403:
+        response_403 = ErrorEnvelope.from_dict(response.json())
+
+
+
+        return response_403
+
     if response.status_code == 404:
         response_404 = ErrorEnvelope.from_dict(response.json())
 
@@ -89,11 +96,11 @@ def sync_detailed(
     body: UpdateApiKey,
 
 ) -> Response[Any | ErrorEnvelope]:
-    """ Change a key's rate limit.
+    """ Change another key's rate limit or role (admin keys only; a key cannot change itself).
 
     Args:
         id (str):
-        body (UpdateApiKey):
+        body (UpdateApiKey): The fields to change; an omitted field keeps its value.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -123,11 +130,11 @@ def sync(
     body: UpdateApiKey,
 
 ) -> Any | ErrorEnvelope | None:
-    """ Change a key's rate limit.
+    """ Change another key's rate limit or role (admin keys only; a key cannot change itself).
 
     Args:
         id (str):
-        body (UpdateApiKey):
+        body (UpdateApiKey): The fields to change; an omitted field keeps its value.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -152,11 +159,11 @@ async def asyncio_detailed(
     body: UpdateApiKey,
 
 ) -> Response[Any | ErrorEnvelope]:
-    """ Change a key's rate limit.
+    """ Change another key's rate limit or role (admin keys only; a key cannot change itself).
 
     Args:
         id (str):
-        body (UpdateApiKey):
+        body (UpdateApiKey): The fields to change; an omitted field keeps its value.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -186,11 +193,11 @@ async def asyncio(
     body: UpdateApiKey,
 
 ) -> Any | ErrorEnvelope | None:
-    """ Change a key's rate limit.
+    """ Change another key's rate limit or role (admin keys only; a key cannot change itself).
 
     Args:
         id (str):
-        body (UpdateApiKey):
+        body (UpdateApiKey): The fields to change; an omitted field keeps its value.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

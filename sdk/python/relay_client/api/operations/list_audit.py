@@ -83,6 +83,13 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
 
         return response_401
 
+    if response.status_code == 403:
+        response_403 = ErrorEnvelope.from_dict(response.json())
+
+
+
+        return response_403
+
     if client.raise_on_unexpected_status:
         raise errors.UnexpectedStatus(response.status_code, response.content)
     else:
@@ -110,7 +117,7 @@ def sync_detailed(
     limit: int | Unset = UNSET,
 
 ) -> Response[AuditPage | ErrorEnvelope]:
-    """ The workspace's audit records, newest first.
+    """ The workspace's audit records, newest first (admin keys only).
 
     Args:
         connection_id (str | Unset):
@@ -159,7 +166,7 @@ def sync(
     limit: int | Unset = UNSET,
 
 ) -> AuditPage | ErrorEnvelope | None:
-    """ The workspace's audit records, newest first.
+    """ The workspace's audit records, newest first (admin keys only).
 
     Args:
         connection_id (str | Unset):
@@ -203,7 +210,7 @@ async def asyncio_detailed(
     limit: int | Unset = UNSET,
 
 ) -> Response[AuditPage | ErrorEnvelope]:
-    """ The workspace's audit records, newest first.
+    """ The workspace's audit records, newest first (admin keys only).
 
     Args:
         connection_id (str | Unset):
@@ -252,7 +259,7 @@ async def asyncio(
     limit: int | Unset = UNSET,
 
 ) -> AuditPage | ErrorEnvelope | None:
-    """ The workspace's audit records, newest first.
+    """ The workspace's audit records, newest first (admin keys only).
 
     Args:
         connection_id (str | Unset):
