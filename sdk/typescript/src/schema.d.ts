@@ -68,10 +68,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The API keys of the caller's workspace (revoked ones included, marked). */
+        /** The API keys of the caller's workspace (revoked ones included, marked); admin keys only. */
         get: operations["list_api_keys"];
         put?: never;
-        /** Create an API key in the caller's workspace. */
+        /** Create an API key in the caller's workspace (admin keys only). */
         post: operations["create_api_key"];
         delete?: never;
         options?: never;
@@ -89,11 +89,15 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Revoke a key; every replica refuses it within 5 seconds. */
+        /**
+         * Revoke another key of the workspace (admin keys only; a key cannot revoke itself). This
+         *     replica refuses it at once; the others at once too when Redis is configured, and within
+         *     5 seconds otherwise.
+         */
         delete: operations["delete_api_key"];
         options?: never;
         head?: never;
-        /** Change a key's rate limit. */
+        /** Change another key's rate limit or role (admin keys only; a key cannot change itself). */
         patch: operations["update_api_key"];
         trace?: never;
     };
@@ -104,7 +108,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The workspace's audit records, newest first. */
+        /** The workspace's audit records, newest first (admin keys only). */
         get: operations["list_audit"];
         put?: never;
         post?: never;
@@ -364,6 +368,7 @@ export interface components {
              */
             rate_limit_per_minute?: number | null;
             revoked_at?: string | null;
+            role: components["schemas"]["Role"];
             workspace_id: string;
         };
         AuditPage: {
@@ -376,7 +381,8 @@ export interface components {
             /**
              * @description `connection.created`, `token.read`, `token.refreshed`, `token.refresh_failed`,
              *     `connection.needs_reauth`, `connection.deleted`, `action.previewed`, `action.executed`,
-             *     `api_key.created`, `api_key.revoked`, `vault.resealed`, `audit.sealed`.
+             *     `api_key.created`, `api_key.updated`, `api_key.revoked`, `webhook_secret.read`,
+             *     `webhook_secret.rotated`, `vault.resealed`, `audit.sealed`.
              */
             action: string;
             actor_id?: string | null;
@@ -447,9 +453,11 @@ export interface components {
         CreateApiKey: {
             /**
              * Format: int64
-             * @description Requests per minute for this key; omit for the configured default.
+             * @description Requests per minute for this key; omit for the configured default. At most the creating
+             *     key's own limit.
              */
             rate_limit_per_minute?: number | null;
+            role?: components["schemas"]["Role"] | null;
         };
         /** @description A created key: the only time its secret is shown. */
         CreatedApiKey: components["schemas"]["ApiKeyView"] & {
@@ -561,6 +569,12 @@ export interface components {
              */
             status: string;
         };
+        /**
+         * @description What a key may do: `admin` (API keys, the webhook secret, the audit log, and everything
+         *     `service` may do) or `service` (connect, connections, tokens, actions, providers).
+         * @enum {string}
+         */
+        Role: "admin" | "service";
         RotatedWebhookSecret: {
             /** @description Until then deliveries carry a signature by the previous secret too. */
             previous_valid_until: string;
@@ -573,12 +587,15 @@ export interface components {
             scopes: string[];
             token_type: string;
         };
+        /** @description The fields to change; an omitted field keeps its value. */
         UpdateApiKey: {
             /**
              * Format: int64
-             * @description Requests per minute; `null` returns the key to the configured default.
+             * @description Requests per minute, at most the acting key's own limit; `null` returns the key to the
+             *     configured default.
              */
             rate_limit_per_minute?: number | null;
+            role?: components["schemas"]["Role"] | null;
         };
         WebhookSecret: {
             /** @description `whsec_` followed by the base64 key; verify `webhook-signature` with it. */
@@ -835,6 +852,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description `forbidden`: not an admin key */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     create_api_key: {
@@ -861,6 +887,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description `forbidden`: not an admin key, or a limit above the key's own */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -915,6 +950,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description `forbidden`: not an admin key, or the key itself */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -950,6 +994,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description `forbidden`: not an admin key, the key itself, or a limit above the key's own */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1019,6 +1072,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description `forbidden`: not an admin key */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1576,6 +1638,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description `forbidden`: not an admin key */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     rotate_webhook_secret: {
@@ -1598,6 +1669,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description `forbidden`: not an admin key */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

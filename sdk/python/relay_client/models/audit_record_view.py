@@ -27,7 +27,8 @@ class AuditRecordView:
         Attributes:
             action (str): `connection.created`, `token.read`, `token.refreshed`, `token.refresh_failed`,
                 `connection.needs_reauth`, `connection.deleted`, `action.previewed`, `action.executed`,
-                `api_key.created`, `api_key.revoked`, `vault.resealed`, `audit.sealed`.
+                `api_key.created`, `api_key.updated`, `api_key.revoked`, `webhook_secret.read`,
+                `webhook_secret.rotated`, `vault.resealed`, `audit.sealed`.
             at (str): RFC 3339, millisecond precision.
             hash_ (str): `hmac:` and the HMAC-SHA256 (keyed with Relay's audit key) over `prev_hash` and this
                 record's canonical encoding; records of a Relay before keyed audit carry a plain
