@@ -184,15 +184,22 @@ impl Default for ActorType {
 pub struct Scopes(Vec<String>);
 
 impl Scopes {
+    /// The most distinct scopes a set may hold.
+    pub const MAX: usize = 100;
+
     /// Parses scopes separated by spaces or commas (callers use both).
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         Self::from_iter_checked(s.split([' ', ',']).filter(|t| !t.is_empty()))
     }
 
+    /// Checks each scope-token and drops duplicates, keeping first-seen order. Refuses a list of
+    /// more than [`Scopes::MAX`] distinct scopes as soon as it sees the first one past the cap,
+    /// so a hostile list (a 1 MB request body, a provider's `scope` answer) costs linear time
+    /// and never more than the cap in memory.
     pub fn from_iter_checked<'a>(
         items: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self, InvalidValue> {
-        let mut out: Vec<String> = Vec::new();
+        let mut out = Dedup::default();
         for token in items {
             let valid = !token.is_empty()
                 && token.len() <= 512
@@ -205,25 +212,20 @@ impl Scopes {
                     "each scope must be printable ASCII without spaces, quotes or backslashes",
                 ));
             }
-            if !out.iter().any(|s| s == token) {
-                out.push(token.to_owned());
+            if out.push(token) && out.len() > Self::MAX {
+                return Err(InvalidValue::new("scopes", "at most 100 scopes"));
             }
         }
-        if out.len() > 100 {
-            return Err(InvalidValue::new("scopes", "at most 100 scopes"));
-        }
-        Ok(Self(out))
+        Ok(Self(out.into_vec()))
     }
 
     /// Trusted construction from storage: a space-separated list written by `to_space_separated`.
     pub fn from_stored(s: &str) -> Self {
-        let mut out: Vec<String> = Vec::new();
+        let mut out = Dedup::default();
         for t in s.split(' ').filter(|t| !t.is_empty()) {
-            if !out.iter().any(|x| x == t) {
-                out.push(t.to_owned());
-            }
+            out.push(t);
         }
-        Self(out)
+        Self(out.into_vec())
     }
 
     pub fn to_space_separated(&self) -> String {
@@ -248,17 +250,42 @@ impl Scopes {
 
     /// The union, keeping this set's order first.
     pub fn union(&self, other: &Scopes) -> Scopes {
-        let mut out = self.0.clone();
-        for s in other.iter() {
-            if !out.iter().any(|x| x == s) {
-                out.push(s.to_owned());
-            }
+        let mut out = Dedup::default();
+        for s in self.iter().chain(other.iter()) {
+            out.push(s);
         }
-        Scopes(out)
+        Scopes(out.into_vec())
     }
 
     pub fn as_slice(&self) -> &[String] {
         &self.0
+    }
+}
+
+/// An insertion-ordered set of strings: the `Vec` keeps the order, the `HashSet` answers "seen?"
+/// in constant time (a linear scan per scope made a 1 MB list of distinct scopes quadratic).
+#[derive(Default)]
+struct Dedup<'a> {
+    order: Vec<String>,
+    seen: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Dedup<'a> {
+    /// Adds `s` unless already present; true when it was new.
+    fn push(&mut self, s: &'a str) -> bool {
+        if !self.seen.insert(s) {
+            return false;
+        }
+        self.order.push(s.to_owned());
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn into_vec(self) -> Vec<String> {
+        self.order
     }
 }
 
@@ -307,6 +334,37 @@ mod tests {
         );
         assert!(Scopes::parse("a\"b").is_err());
         assert!(Scopes::parse("a\\b").is_err());
+    }
+
+    /// The worst list a 1 MB body allows: ~110,000 distinct scopes. The parser must stop at the
+    /// first scope past the cap instead of de-duplicating the whole list (which was quadratic:
+    /// ~25 s of both cores), so the iterator is never drawn past scope 101.
+    #[test]
+    fn scopes_stop_at_the_first_scope_past_the_cap() {
+        let hostile: Vec<String> = (0..110_000).map(|i| format!("s{i}")).collect();
+        let mut drawn = 0usize;
+        let parsed = Scopes::from_iter_checked(hostile.iter().map(|s| {
+            drawn += 1;
+            s.as_str()
+        }));
+        assert!(parsed.is_err(), "more than 100 distinct scopes are refused");
+        assert_eq!(drawn, Scopes::MAX + 1, "parsing stops at the first scope past the cap");
+
+        let body = hostile.join(" ");
+        assert!(body.len() < 1024 * 1024);
+        assert!(Scopes::parse(&body).is_err());
+    }
+
+    /// Duplicates do not count towards the cap, and many of them stay linear.
+    #[test]
+    fn scopes_dedupe_many_duplicates_under_the_cap() {
+        let many: Vec<String> = (0..200_000).map(|i| format!("s{}", i % 100)).collect();
+        let parsed = Scopes::from_iter_checked(many.iter().map(String::as_str)).expect("100 distinct");
+        assert_eq!(parsed.as_slice().len(), 100);
+        assert_eq!(parsed.as_slice()[0], "s0");
+        let stored = Scopes::from_stored(&many.join(" "));
+        assert_eq!(stored, parsed);
+        assert_eq!(stored.union(&Scopes::from_stored("s5 extra")).as_slice().len(), 101);
     }
 
     proptest! {

@@ -1388,6 +1388,12 @@ async fn webhook_destinations_in_blocked_ranges_are_refused_before_connecting() 
         "http://[::ffff:a9fe:a9fe]/hook".to_owned(),
         "http://2130706433/hook".to_owned(),
         "http://0x7f000001/hook".to_owned(),
+        // Issue 10: local-use NAT64, 6to4 embedding loopback or metadata, and Teredo.
+        "http://[64:ff9b:1::a00:1]/hook".to_owned(),
+        format!("http://[2002:7f00:1::1]:{port}/hook"),
+        "http://[2002:a9fe:a9fe::]/latest/meta-data".to_owned(),
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook".to_owned(),
+        "http://[64:ff9b::7f00:1]/hook".to_owned(),
     ];
     for url in blocked {
         let (s, body) = w
@@ -1398,7 +1404,25 @@ async fn webhook_destinations_in_blocked_ranges_are_refused_before_connecting() 
             (422, "destination_blocked"),
             "{url}: {body}"
         );
+        // The message names the rule, never the address a name resolved to.
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.contains("127.0.0.1") && !message.contains("::1"),
+            "{url}: {message}"
+        );
     }
+    // A preview does not tell which internal names resolve: a name that does not resolve and
+    // one that resolves to loopback get the same answer.
+    let mut answers = Vec::new();
+    for name in ["localhost", "no-such-host.invalid"] {
+        let (s, body) = w
+            .preview(json!({"action": "webhook.send",
+                "params": {"url": format!("http://{name}:{port}/hook"), "payload": {}}}))
+            .await;
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        answers.push((s, code(&body).to_owned(), message.replace(name, "NAME")));
+    }
+    assert_eq!(answers[0], answers[1], "no DNS oracle");
     for url in [
         "ftp://example.com/x",
         "http://user:pw@example.com/x",

@@ -77,69 +77,104 @@ fn v4_in(ip: Ipv4Addr, net: [u8; 4], prefix: u8) -> bool {
     .contains(IpAddr::V4(ip))
 }
 
-/// Why an address is not a public destination, or `None` when it is.
+/// Which special-purpose range (RFC 6890 and the IANA registries) an address is in, named by
+/// its rule, or `None` for a public address. The name goes into error messages instead of the
+/// address: a caller learns which rule refused, never an internal address a name resolved to.
 pub fn blocked_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {
-        IpAddr::V4(v4) => {
-            let table: [([u8; 4], u8, &str); 13] = [
-                ([0, 0, 0, 0], 8, "this-network"),
-                ([10, 0, 0, 0], 8, "private"),
-                ([100, 64, 0, 0], 10, "carrier-grade NAT"),
-                ([127, 0, 0, 0], 8, "loopback"),
-                ([169, 254, 0, 0], 16, "link-local (cloud metadata)"),
-                ([172, 16, 0, 0], 12, "private"),
-                ([192, 0, 0, 0], 24, "IETF protocol assignments"),
-                ([192, 0, 2, 0], 24, "documentation"),
-                ([192, 168, 0, 0], 16, "private"),
-                ([198, 18, 0, 0], 15, "benchmarking"),
-                ([198, 51, 100, 0], 24, "documentation"),
-                ([203, 0, 113, 0], 24, "documentation"),
-                ([224, 0, 0, 0], 3, "multicast or reserved"),
-            ];
-            table
-                .iter()
-                .find(|(net, prefix, _)| v4_in(v4, *net, *prefix))
-                .map(|(_, _, why)| *why)
-        }
-        IpAddr::V6(v6) => {
-            if v6.to_ipv4_mapped().is_some() {
-                return Some("IPv4-mapped");
-            }
-            let table: [(Ipv6Addr, u8, &str); 9] = [
-                (Ipv6Addr::UNSPECIFIED, 128, "unspecified"),
-                (Ipv6Addr::LOCALHOST, 128, "loopback"),
-                (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96, "IPv4-compatible"),
-                (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96, "NAT64"),
-                (
-                    Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0),
-                    64,
-                    "discard-only",
-                ),
-                (
-                    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
-                    32,
-                    "documentation",
-                ),
-                (
-                    Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
-                    7,
-                    "unique-local",
-                ),
-                (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "link-local"),
-                (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "multicast"),
-            ];
-            table
-                .iter()
-                .find(|(net, prefix, _)| {
-                    Cidr {
-                        addr: IpAddr::V6(*net),
-                        prefix: *prefix,
-                    }
-                    .contains(IpAddr::V6(v6))
-                })
-                .map(|(_, _, why)| *why)
-        }
+        IpAddr::V4(v4) => blocked_v4(v4),
+        IpAddr::V6(v6) => blocked_v6(v6),
     }
+}
+
+fn blocked_v4(v4: Ipv4Addr) -> Option<&'static str> {
+    const TABLE: [([u8; 4], u8, &str); 14] = [
+        ([0, 0, 0, 0], 8, "the this-network range (RFC 791)"),
+        ([10, 0, 0, 0], 8, "a private range (RFC 1918)"),
+        ([100, 64, 0, 0], 10, "the carrier-grade NAT range (RFC 6598)"),
+        ([127, 0, 0, 0], 8, "the loopback range (RFC 1122)"),
+        (
+            [169, 254, 0, 0],
+            16,
+            "the link-local range, cloud metadata included (RFC 3927)",
+        ),
+        ([172, 16, 0, 0], 12, "a private range (RFC 1918)"),
+        ([192, 0, 0, 0], 24, "the IETF protocol assignments range (RFC 6890)"),
+        ([192, 0, 2, 0], 24, "a documentation range (RFC 5737)"),
+        ([192, 88, 99, 0], 24, "the 6to4 relay anycast range (RFC 7526)"),
+        ([192, 168, 0, 0], 16, "a private range (RFC 1918)"),
+        ([198, 18, 0, 0], 15, "the benchmarking range (RFC 2544)"),
+        ([198, 51, 100, 0], 24, "a documentation range (RFC 5737)"),
+        ([203, 0, 113, 0], 24, "a documentation range (RFC 5737)"),
+        ([224, 0, 0, 0], 3, "the multicast or reserved range (RFC 5771, RFC 1112)"),
+    ];
+    TABLE
+        .iter()
+        .find(|(net, prefix, _)| v4_in(v4, *net, *prefix))
+        .map(|(_, _, why)| *why)
+}
+
+fn blocked_v6(v6: Ipv6Addr) -> Option<&'static str> {
+    // Forms that carry an IPv4 address. The mapped and compatible forms are refused outright
+    // (a public destination has no reason to use them); 6to4 and the well-known NAT64 prefix
+    // reach the IPv4 address they embed, so that address must pass the IPv4 rules.
+    if v6.to_ipv4_mapped().is_some() {
+        return Some("the IPv4-mapped range (RFC 4291)");
+    }
+    let seg = v6.segments();
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if in_v6(v6, Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96) {
+        return blocked_v4(embedded(seg[6], seg[7]))
+            .map(|_| "the NAT64 range (RFC 6052) with an embedded IPv4 address that is not public");
+    }
+    if in_v6(v6, Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16) {
+        return blocked_v4(embedded(seg[1], seg[2]))
+            .map(|_| "the 6to4 range (RFC 3056) with an embedded IPv4 address that is not public");
+    }
+    const TABLE: [(Ipv6Addr, u8, &str); 13] = [
+        (Ipv6Addr::UNSPECIFIED, 128, "the unspecified address (RFC 4291)"),
+        (Ipv6Addr::LOCALHOST, 128, "the loopback address (RFC 4291)"),
+        (
+            Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0),
+            96,
+            "the IPv4-compatible range (RFC 4291)",
+        ),
+        (
+            Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0),
+            48,
+            "the local-use NAT64 range (RFC 8215)",
+        ),
+        (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64, "the discard-only range (RFC 6666)"),
+        // Teredo's addresses embed an obfuscated IPv4 server and client; refused whole.
+        (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 32, "the Teredo range (RFC 4380)"),
+        (
+            Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
+            23,
+            "the IETF protocol assignments range (RFC 2928)",
+        ),
+        (
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+            32,
+            "a documentation range (RFC 3849)",
+        ),
+        (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20, "a documentation range (RFC 9637)"),
+        (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16, "the SRv6 SID range (RFC 9602)"),
+        (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, "the unique-local range (RFC 4193)"),
+        (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "the link-local range (RFC 4291)"),
+        (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "the multicast range (RFC 4291)"),
+    ];
+    TABLE
+        .iter()
+        .find(|(net, prefix, _)| in_v6(v6, *net, *prefix))
+        .map(|(_, _, why)| *why)
+}
+
+fn in_v6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u8) -> bool {
+    Cidr {
+        addr: IpAddr::V6(net),
+        prefix,
+    }
+    .contains(IpAddr::V6(ip))
 }
 
 /// Webhook delivery settings (`[actions.webhook]`).
@@ -168,6 +203,11 @@ impl WebhookSettings {
     }
 
     /// Resolves `url`'s host once and returns the address to connect to, or why not.
+    ///
+    /// A literal address is refused naming the rule it breaks. A name is refused the same way
+    /// whether it does not resolve, resolves too slowly or resolves to a blocked range, and
+    /// without the resolved address: otherwise previews would tell a caller which internal
+    /// names exist (a DNS oracle).
     pub async fn check_destination(&self, url: &Url) -> Result<SocketAddr, ActionError> {
         let port = url
             .port_or_known_default()
@@ -175,39 +215,47 @@ impl WebhookSettings {
         let host = url
             .host()
             .ok_or_else(|| ActionError::Validation("url: no host".into()))?;
-        let addrs: Vec<IpAddr> = match host {
-            url::Host::Ipv4(ip) => vec![IpAddr::V4(ip)],
-            url::Host::Ipv6(ip) => vec![IpAddr::V6(ip)],
-            url::Host::Domain(name) => {
-                tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((name, port)))
-                    .await
-                    .map_err(|_| {
-                        ActionError::ConnectionFailed(format!("resolving {name} timed out"))
-                    })?
-                    .map_err(|_| {
-                        ActionError::ConnectionFailed(format!("{name} could not be resolved"))
-                    })?
-                    .map(|a| a.ip())
-                    .collect()
-            }
+        let literal = match host {
+            url::Host::Ipv4(ip) => IpAddr::V4(ip),
+            url::Host::Ipv6(ip) => IpAddr::V6(ip),
+            url::Host::Domain(name) => return self.check_name(name, port).await,
         };
-        let first = *addrs
-            .first()
-            .ok_or_else(|| ActionError::ConnectionFailed("the host has no address".into()))?;
+        match blocked_reason(literal) {
+            Some(rule) if !self.allowed(literal) => Err(ActionError::DestinationBlocked(format!(
+                "the destination address is in {rule}; {ALLOWED}"
+            ))),
+            _ => Ok(SocketAddr::new(literal, port)),
+        }
+    }
+
+    async fn check_name(&self, name: &str, port: u16) -> Result<SocketAddr, ActionError> {
+        let refused = || {
+            ActionError::DestinationBlocked(format!(
+                "{name} does not resolve to a public address (a name that does not resolve and one that resolves to a private or special range are refused alike); {ALLOWED}"
+            ))
+        };
+        let addrs: Vec<IpAddr> =
+            tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((name, port)))
+                .await
+                .map_err(|_| refused())?
+                .map_err(|_| refused())?
+                .map(|a| a.ip())
+                .collect();
+        let first = *addrs.first().ok_or_else(refused)?;
         // Every answer must be acceptable: a resolver that mixes a public and a private
         // address must not get to choose.
-        for ip in &addrs {
-            if let Some(why) = blocked_reason(*ip)
-                && !self.allowed(*ip)
-            {
-                return Err(ActionError::DestinationBlocked(format!(
-                    "the destination resolves to {ip}, a {why} address; only public addresses (or those in [actions.webhook] allow_hosts) are allowed"
-                )));
-            }
+        if addrs
+            .iter()
+            .any(|ip| blocked_reason(*ip).is_some() && !self.allowed(*ip))
+        {
+            return Err(refused());
         }
         Ok(SocketAddr::new(first, port))
     }
 }
+
+const ALLOWED: &str =
+    "only public addresses (or those in [actions.webhook] allow_hosts) are allowed";
 
 /// The reserved header names a caller may not set.
 const RESERVED: &[&str] = &[
@@ -345,45 +393,118 @@ pub fn failure(status: u16, body: &[u8]) -> ActionError {
 mod tests {
     use super::*;
 
+    /// Each row: an address and the rule that must refuse it (a part of the rule's name), or
+    /// `None` when it is public.
     #[test]
-    fn every_special_range_is_blocked_and_public_addresses_pass() {
-        let blocked = [
-            "127.0.0.1",
-            "127.255.0.9",
-            "10.1.2.3",
-            "172.16.0.1",
-            "172.31.255.255",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "100.127.255.254",
-            "0.0.0.0",
-            "224.0.0.1",
-            "255.255.255.255",
-            "::1",
-            "::",
-            "fc00::1",
-            "fd12:3456::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:8.8.8.8",
-            "ff02::1",
-            "64:ff9b::a00:1",
+    fn every_special_range_is_blocked_by_its_rule_and_public_addresses_pass() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("127.0.0.1", Some("loopback")),
+            ("127.255.0.9", Some("loopback")),
+            ("10.1.2.3", Some("private range (RFC 1918)")),
+            ("172.16.0.1", Some("RFC 1918")),
+            ("172.31.255.255", Some("RFC 1918")),
+            ("192.168.1.1", Some("RFC 1918")),
+            ("169.254.169.254", Some("cloud metadata")),
+            ("100.64.0.1", Some("carrier-grade NAT")),
+            ("100.127.255.254", Some("carrier-grade NAT")),
+            ("0.0.0.0", Some("this-network")),
+            ("192.88.99.1", Some("6to4 relay")),
+            ("224.0.0.1", Some("multicast")),
+            ("255.255.255.255", Some("reserved")),
+            ("::1", Some("loopback")),
+            ("::", Some("unspecified")),
+            ("fc00::1", Some("unique-local")),
+            ("fd12:3456::1", Some("unique-local")),
+            ("fe80::1", Some("link-local")),
+            ("ff02::1", Some("multicast")),
+            ("::ffff:127.0.0.1", Some("IPv4-mapped")),
+            ("::ffff:8.8.8.8", Some("IPv4-mapped")),
+            ("::7f00:1", Some("IPv4-compatible")),
+            ("::808:808", Some("IPv4-compatible")),
+            // The well-known NAT64 prefix reaches the IPv4 address it embeds.
+            ("64:ff9b::a00:1", Some("NAT64")),
+            ("64:ff9b::7f00:1", Some("NAT64")),
+            ("64:ff9b::a9fe:a9fe", Some("NAT64")),
+            ("64:ff9b::808:808", None),
+            // Local-use NAT64 leads anywhere the operator's translator does.
+            ("64:ff9b:1::a00:1", Some("local-use NAT64 range (RFC 8215)")),
+            ("64:ff9b:1:ffff::808:808", Some("local-use NAT64")),
+            // 6to4 embeds the IPv4 address in bits 16..48.
+            ("2002:7f00:1::1", Some("6to4")),
+            ("2002:a00:1::", Some("6to4")),
+            ("2002:a9fe:a9fe::1", Some("6to4")),
+            ("2002:c0a8:101::1", Some("6to4")),
+            ("2002:808:808::1", None),
+            // Teredo hides an IPv4 server and client; refused whole.
+            ("2001::1", Some("Teredo range (RFC 4380)")),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", Some("Teredo")),
+            ("2001:2::1", Some("IETF protocol assignments")),
+            ("2001:db8::1", Some("documentation")),
+            ("3fff::1", Some("documentation")),
+            ("100::1", Some("discard-only")),
+            ("8.8.8.8", None),
+            ("1.1.1.1", None),
+            ("172.32.0.1", None),
+            ("100.128.0.1", None),
+            ("2606:4700::1111", None),
+            ("2a00:1450:4001::200e", None),
         ];
-        for ip in blocked {
-            let ip: IpAddr = ip.parse().expect(ip);
-            assert!(blocked_reason(ip).is_some(), "{ip} must be blocked");
+        for (ip, want) in table {
+            let parsed: IpAddr = ip.parse().expect(ip);
+            let got = blocked_reason(parsed);
+            match want {
+                Some(rule) => assert!(
+                    got.is_some_and(|g| g.contains(rule)),
+                    "{ip}: want a rule naming {rule:?}, got {got:?}"
+                ),
+                None => assert_eq!(got, None, "{ip} is public"),
+            }
         }
-        for ip in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "172.32.0.1",
-            "100.128.0.1",
-            "2606:4700::1111",
-        ] {
-            let ip: IpAddr = ip.parse().expect(ip);
-            assert_eq!(blocked_reason(ip), None, "{ip} is public");
+    }
+
+    fn refusal(r: Result<SocketAddr, ActionError>) -> String {
+        match r {
+            Err(ActionError::DestinationBlocked(m)) => m,
+            other => panic!("expected destination_blocked, got {other:?}"),
         }
+    }
+
+    /// A literal address is refused naming the rule; a name is refused in the same words
+    /// whether it resolves to a loopback address or not at all, and never with the address.
+    #[tokio::test]
+    async fn refusals_name_the_rule_and_do_not_tell_which_names_resolve() {
+        let settings = WebhookSettings {
+            connect_timeout: Duration::from_secs(3),
+            ..WebhookSettings::default()
+        };
+        let check = |u: &str| {
+            let url = Url::parse(u).expect(u);
+            let settings = settings.clone();
+            async move { settings.check_destination(&url).await }
+        };
+        let literal = refusal(check("http://10.1.2.3/hook").await);
+        assert!(literal.contains("a private range (RFC 1918)"), "{literal}");
+        assert!(!literal.contains("10.1.2.3"), "{literal}");
+        let teredo = refusal(check("http://[2001::1]/hook").await);
+        assert!(teredo.contains("Teredo"), "{teredo}");
+
+        let resolves = refusal(check("http://localhost/hook").await);
+        let unresolvable = refusal(check("http://no-such-host.invalid/hook").await);
+        assert_eq!(
+            resolves.replace("localhost", "NAME"),
+            unresolvable.replace("no-such-host.invalid", "NAME"),
+            "the same answer for a blocked and an unresolvable name"
+        );
+        for leaked in ["127.0.0.1", "::1", "loopback"] {
+            assert!(!resolves.contains(leaked), "{resolves}");
+        }
+
+        let allowed = WebhookSettings {
+            allow: vec![Cidr::parse("127.0.0.0/8").expect("cidr")],
+            ..settings.clone()
+        };
+        let url = Url::parse("http://127.0.0.1:9/hook").expect("url");
+        assert!(allowed.check_destination(&url).await.is_ok());
     }
 
     #[test]
