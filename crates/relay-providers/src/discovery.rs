@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::limited_body::{BodyError, METADATA_MAX, read_limited};
+
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct ProviderMetadata {
     pub issuer: String,
@@ -52,10 +54,16 @@ pub(crate) async fn discover(
             DiscoveryError::Invalid(format!("HTTP {status}"))
         });
     }
-    let meta: ProviderMetadata = resp
-        .json()
+    let body = read_limited(resp, METADATA_MAX)
         .await
-        .map_err(|e| DiscoveryError::Invalid(e.to_string()))?;
+        .map_err(|e| match e {
+            BodyError::Transport(e) => DiscoveryError::Unreachable(without_url(&e)),
+            too_large @ BodyError::TooLarge { .. } => {
+                DiscoveryError::Invalid(too_large.to_string())
+            }
+        })?;
+    let meta: ProviderMetadata =
+        serde_json::from_slice(&body).map_err(|e| DiscoveryError::Invalid(e.to_string()))?;
     // §4.3: the issuer in the document must be exactly the one we asked for, or an attacker
     // controlling the document could impersonate another issuer.
     if meta.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
@@ -91,5 +99,26 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
     match e.url() {
         Some(u) => format!("{kind} ({}://{}{})", u.scheme(), u.authority(), u.path()),
         None => kind.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limited_body::tests::huge_answer;
+
+    #[tokio::test]
+    async fn a_huge_discovery_document_is_refused_at_the_cap() {
+        let issuer = huge_answer("content-type: application/json\r\n", b' ', 1 << 30).await;
+        let err = discover(
+            &crate::http_client(std::time::Duration::from_secs(30)).expect("client"),
+            &issuer,
+        )
+        .await
+        .expect_err("refused");
+        assert!(
+            matches!(&err, DiscoveryError::Invalid(m) if m.contains("larger than")),
+            "{err}"
+        );
     }
 }

@@ -10,6 +10,7 @@ mod catalog;
 mod discovery;
 pub mod google_credentials;
 pub mod id_token;
+pub mod limited_body;
 pub mod settings;
 pub mod token_client;
 

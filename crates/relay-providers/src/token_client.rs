@@ -8,7 +8,8 @@
 //! | 429, 5xx, `temporarily_unavailable`, `server_error`, timeouts, connection errors | [`OAuthError::Transient`], with `Retry-After` |
 //! | any other error | [`OAuthError::Rejected`] (misconfiguration; retrying will not help) |
 //!
-//! Bodies are parsed, never logged: they carry tokens.
+//! Bodies are read up to a cap ([`TOKEN_RESPONSE_MAX`]) and parsed, never logged: they carry
+//! tokens.
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::discovery::without_url;
+use crate::limited_body::{BodyError, TOKEN_RESPONSE_MAX, read_limited};
 use crate::settings::TokenAuthMethod;
 
 /// Client credentials for one provider.
@@ -133,7 +135,15 @@ pub async fn token_request(
         .map_err(|e| transport_error(&e))?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.bytes().await.map_err(|e| transport_error(&e))?;
+    let body = match read_limited(resp, TOKEN_RESPONSE_MAX).await {
+        Ok(b) => b,
+        Err(BodyError::Transport(e)) => return Err(transport_error(&e)),
+        Err(e @ BodyError::TooLarge { .. }) => {
+            return Err(OAuthError::Rejected {
+                detail: format!("token endpoint answered HTTP {status}, but {e}"),
+            });
+        }
+    };
     if status.is_success() {
         let parsed: TokenResponse =
             serde_json::from_slice(&body).map_err(|_| OAuthError::Rejected {
@@ -233,7 +243,9 @@ pub async fn revoke(
         return Ok(());
     }
     let headers = resp.headers().clone();
-    let body = resp.bytes().await.unwrap_or_default();
+    let body = read_limited(resp, TOKEN_RESPONSE_MAX)
+        .await
+        .unwrap_or_default();
     match classify_error(status.as_u16(), &headers, &body) {
         // At a revocation endpoint, invalid_grant-like answers mean the token is already dead.
         OAuthError::InvalidGrant { .. } => Ok(()),
@@ -244,6 +256,75 @@ pub async fn revoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limited_body::tests::huge_answer;
+
+    fn auth() -> ClientAuth {
+        ClientAuth {
+            client_id: "relay-test".into(),
+            client_secret: None,
+            method: TokenAuthMethod::None,
+        }
+    }
+
+    /// A token endpoint answering 1 GiB gets a classified error once the cap is passed, not
+    /// an out-of-memory.
+    #[tokio::test]
+    async fn a_huge_token_answer_is_refused_at_the_cap() {
+        let url = huge_answer("content-type: application/json\r\n", b' ', 1 << 30).await;
+        let err = token_request(
+            &crate::http_client(std::time::Duration::from_secs(30)).expect("client"),
+            &url,
+            &auth(),
+            vec![],
+        )
+        .await
+        .expect_err("refused");
+        match err {
+            OAuthError::Rejected { detail } => assert!(detail.contains("larger than"), "{detail}"),
+            other => panic!("expected rejected, got {other:?}"),
+        }
+    }
+
+    /// A provider's `scope` answer of ~110,000 distinct scopes (what fits in the body cap) is
+    /// refused at the 101st, quickly: the scope parser no longer de-duplicates quadratically.
+    #[tokio::test]
+    async fn a_token_answer_with_too_many_scopes_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let scopes: Vec<String> = (0..35_000).map(|i| format!("s{i}")).collect();
+        let body = serde_json::json!({"access_token": "at", "token_type": "Bearer",
+            "scope": scopes.join(" ")})
+        .to_string();
+        assert!(body.len() < TOKEN_RESPONSE_MAX);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            if let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+        });
+        let (http, url, auth) = (
+            crate::http_client(std::time::Duration::from_secs(30)).expect("client"),
+            format!("http://{addr}"),
+            auth(),
+        );
+        let call = token_request(&http, &url, &auth, vec![]);
+        let err = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("answered without quadratic work")
+            .expect_err("refused");
+        match err {
+            OAuthError::Rejected { detail } => assert!(detail.contains("at most 100"), "{detail}"),
+            other => panic!("expected rejected, got {other:?}"),
+        }
+    }
     use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
     #[test]

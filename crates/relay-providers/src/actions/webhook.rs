@@ -91,7 +91,11 @@ fn blocked_v4(v4: Ipv4Addr) -> Option<&'static str> {
     const TABLE: [([u8; 4], u8, &str); 14] = [
         ([0, 0, 0, 0], 8, "the this-network range (RFC 791)"),
         ([10, 0, 0, 0], 8, "a private range (RFC 1918)"),
-        ([100, 64, 0, 0], 10, "the carrier-grade NAT range (RFC 6598)"),
+        (
+            [100, 64, 0, 0],
+            10,
+            "the carrier-grade NAT range (RFC 6598)",
+        ),
         ([127, 0, 0, 0], 8, "the loopback range (RFC 1122)"),
         (
             [169, 254, 0, 0],
@@ -99,14 +103,26 @@ fn blocked_v4(v4: Ipv4Addr) -> Option<&'static str> {
             "the link-local range, cloud metadata included (RFC 3927)",
         ),
         ([172, 16, 0, 0], 12, "a private range (RFC 1918)"),
-        ([192, 0, 0, 0], 24, "the IETF protocol assignments range (RFC 6890)"),
+        (
+            [192, 0, 0, 0],
+            24,
+            "the IETF protocol assignments range (RFC 6890)",
+        ),
         ([192, 0, 2, 0], 24, "a documentation range (RFC 5737)"),
-        ([192, 88, 99, 0], 24, "the 6to4 relay anycast range (RFC 7526)"),
+        (
+            [192, 88, 99, 0],
+            24,
+            "the 6to4 relay anycast range (RFC 7526)",
+        ),
         ([192, 168, 0, 0], 16, "a private range (RFC 1918)"),
         ([198, 18, 0, 0], 15, "the benchmarking range (RFC 2544)"),
         ([198, 51, 100, 0], 24, "a documentation range (RFC 5737)"),
         ([203, 0, 113, 0], 24, "a documentation range (RFC 5737)"),
-        ([224, 0, 0, 0], 3, "the multicast or reserved range (RFC 5771, RFC 1112)"),
+        (
+            [224, 0, 0, 0],
+            3,
+            "the multicast or reserved range (RFC 5771, RFC 1112)",
+        ),
     ];
     TABLE
         .iter()
@@ -124,15 +140,20 @@ fn blocked_v6(v6: Ipv6Addr) -> Option<&'static str> {
     let seg = v6.segments();
     let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
     if in_v6(v6, Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96) {
-        return blocked_v4(embedded(seg[6], seg[7]))
-            .map(|_| "the NAT64 range (RFC 6052) with an embedded IPv4 address that is not public");
+        return blocked_v4(embedded(seg[6], seg[7])).map(
+            |_| "the NAT64 range (RFC 6052) with an embedded IPv4 address that is not public",
+        );
     }
     if in_v6(v6, Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16) {
         return blocked_v4(embedded(seg[1], seg[2]))
             .map(|_| "the 6to4 range (RFC 3056) with an embedded IPv4 address that is not public");
     }
     const TABLE: [(Ipv6Addr, u8, &str); 13] = [
-        (Ipv6Addr::UNSPECIFIED, 128, "the unspecified address (RFC 4291)"),
+        (
+            Ipv6Addr::UNSPECIFIED,
+            128,
+            "the unspecified address (RFC 4291)",
+        ),
         (Ipv6Addr::LOCALHOST, 128, "the loopback address (RFC 4291)"),
         (
             Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0),
@@ -144,9 +165,17 @@ fn blocked_v6(v6: Ipv6Addr) -> Option<&'static str> {
             48,
             "the local-use NAT64 range (RFC 8215)",
         ),
-        (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64, "the discard-only range (RFC 6666)"),
+        (
+            Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0),
+            64,
+            "the discard-only range (RFC 6666)",
+        ),
         // Teredo's addresses embed an obfuscated IPv4 server and client; refused whole.
-        (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 32, "the Teredo range (RFC 4380)"),
+        (
+            Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
+            32,
+            "the Teredo range (RFC 4380)",
+        ),
         (
             Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
             23,
@@ -157,11 +186,31 @@ fn blocked_v6(v6: Ipv6Addr) -> Option<&'static str> {
             32,
             "a documentation range (RFC 3849)",
         ),
-        (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20, "a documentation range (RFC 9637)"),
-        (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16, "the SRv6 SID range (RFC 9602)"),
-        (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, "the unique-local range (RFC 4193)"),
-        (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "the link-local range (RFC 4291)"),
-        (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "the multicast range (RFC 4291)"),
+        (
+            Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0),
+            20,
+            "a documentation range (RFC 9637)",
+        ),
+        (
+            Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0),
+            16,
+            "the SRv6 SID range (RFC 9602)",
+        ),
+        (
+            Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
+            7,
+            "the unique-local range (RFC 4193)",
+        ),
+        (
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+            10,
+            "the link-local range (RFC 4291)",
+        ),
+        (
+            Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0),
+            8,
+            "the multicast range (RFC 4291)",
+        ),
     ];
     TABLE
         .iter()
