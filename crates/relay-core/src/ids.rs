@@ -348,7 +348,11 @@ mod tests {
             s.as_str()
         }));
         assert!(parsed.is_err(), "more than 100 distinct scopes are refused");
-        assert_eq!(drawn, Scopes::MAX + 1, "parsing stops at the first scope past the cap");
+        assert_eq!(
+            drawn,
+            Scopes::MAX + 1,
+            "parsing stops at the first scope past the cap"
+        );
 
         let body = hostile.join(" ");
         assert!(body.len() < 1024 * 1024);
@@ -359,12 +363,19 @@ mod tests {
     #[test]
     fn scopes_dedupe_many_duplicates_under_the_cap() {
         let many: Vec<String> = (0..200_000).map(|i| format!("s{}", i % 100)).collect();
-        let parsed = Scopes::from_iter_checked(many.iter().map(String::as_str)).expect("100 distinct");
+        let parsed =
+            Scopes::from_iter_checked(many.iter().map(String::as_str)).expect("100 distinct");
         assert_eq!(parsed.as_slice().len(), 100);
         assert_eq!(parsed.as_slice()[0], "s0");
         let stored = Scopes::from_stored(&many.join(" "));
         assert_eq!(stored, parsed);
-        assert_eq!(stored.union(&Scopes::from_stored("s5 extra")).as_slice().len(), 101);
+        assert_eq!(
+            stored
+                .union(&Scopes::from_stored("s5 extra"))
+                .as_slice()
+                .len(),
+            101
+        );
     }
 
     proptest! {

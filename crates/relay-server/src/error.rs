@@ -176,6 +176,13 @@ impl From<ServiceError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        if body_timed_out(&r) {
+            return Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body was not received in time ([server] body_read_timeout_secs)",
+            );
+        }
         match r {
             JsonRejection::JsonDataError(e) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -191,6 +198,18 @@ impl From<JsonRejection> for ApiError {
             other => Self::bad_request("invalid_request", other.body_text()),
         }
     }
+}
+
+/// Whether buffering the body failed because the body-read deadline passed.
+fn body_timed_out(r: &JsonRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(r);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl From<QueryRejection> for ApiError {

@@ -12,6 +12,7 @@ mod middleware;
 pub mod rate_limit;
 pub mod readiness;
 pub mod routes;
+mod serve;
 pub mod state;
 pub mod telemetry;
 
@@ -29,6 +30,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use routes::health::ops_router;
+pub use serve::{ConnectionLimits, serve_router};
 pub use state::{AppParts, AppState, ServerSettings};
 
 use routes::{actions, api_keys, audit, connections, health, oauth, providers, studio, webhooks};
@@ -224,16 +227,13 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     }
 }
 
-/// Serves until `shutdown` resolves, then lets requests in flight finish.
+/// Serves until `shutdown` resolves, then lets requests in flight finish. Connections are
+/// bounded by the state's [`ConnectionLimits`] (see [`serve_router`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let limits = state.settings.connection_limits;
+    serve_router(listener, router(state), limits, shutdown).await
 }

@@ -66,9 +66,21 @@ pub struct ServerSettings {
     pub primary_key_id: String,
     /// Origins allowed to call the API from a browser (`[server] cors_allow_origins`).
     pub cors_allow_origins: crate::cors::CorsOrigins,
+    /// Timeouts and the cap on open client connections.
+    pub connection_limits: crate::ConnectionLimits,
+    /// `/metrics` and the full `/ready` are served on a separate listener
+    /// (`[server] metrics_listen`), not on this one.
+    pub metrics_listen: bool,
+    /// `[server] metrics_token`: required (as a bearer token) for `/metrics`.
+    pub metrics_token: Option<secrecy::SecretString>,
 }
 
 impl ServerSettings {
+    /// Whether the public listener keeps operational details to itself.
+    pub fn ops_restricted(&self) -> bool {
+        self.metrics_listen || self.metrics_token.is_some()
+    }
+
     pub fn return_to_allowed(&self, candidate: &Url) -> bool {
         if !candidate.username().is_empty() || candidate.password().is_some() {
             return false;
@@ -103,7 +115,7 @@ mod tests {
                 Url::parse("http://127.0.0.1:3000/").expect("url"),
             ],
             primary_key_id: String::new(),
-            cors_allow_origins: Default::default(),
+            ..ServerSettings::default()
         };
         let allowed = [
             "https://app.example.com/settings",

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use relay_core::ProviderName;
@@ -117,7 +118,7 @@ impl Default for RedisConfig {
     }
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// After SIGTERM, how long requests (and the refreshes they wait on) may take to finish
@@ -127,13 +128,76 @@ pub struct ServerConfig {
     /// `["https://studio.example.com"]`, or `["*"]`. Empty (the default): same origin only.
     /// Env `RELAY_CORS_ALLOW_ORIGINS` (comma-separated) replaces it.
     pub cors_allow_origins: Vec<String>,
+    /// A request head must arrive within this many seconds of Relay waiting for it (the
+    /// connection accepted or the previous response sent); also closes idle keep-alive
+    /// connections.
+    pub header_read_timeout_secs: u64,
+    /// A connection on which nothing moves for this long, with no request being handled, is
+    /// closed (a client that stops reading its answer).
+    pub idle_timeout_secs: u64,
+    /// A request body must be received completely within this many seconds (else 408).
+    pub body_read_timeout_secs: u64,
+    /// Open client connections at most; more wait in the accept backlog.
+    pub max_connections: usize,
+    /// A separate address (e.g. `127.0.0.1:9090`) serving `/metrics` and the full `/ready`;
+    /// the public listener then answers `/metrics` with 404 and `/ready` with its status only.
+    pub metrics_listen: Option<String>,
+    /// A bearer token required for `/metrics` (`RELAY_METRICS_TOKEN` overrides it); the
+    /// public `/ready` then shows its details only to callers presenting it.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        let limits = relay_server::ConnectionLimits::default();
         Self {
             shutdown_grace_secs: 30,
             cors_allow_origins: Vec::new(),
+            header_read_timeout_secs: limits.header_read_timeout.as_secs(),
+            idle_timeout_secs: limits.idle_timeout.as_secs(),
+            body_read_timeout_secs: limits.body_read_timeout.as_secs(),
+            max_connections: limits.max_connections,
+            metrics_listen: None,
+            metrics_token: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("body_read_timeout_secs", &self.body_read_timeout_secs)
+            .field("max_connections", &self.max_connections)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("cors_allow_origins", &self.cors_allow_origins)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
+}
+
+impl ServerConfig {
+    pub fn metrics_listen_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.metrics_listen
+            .as_deref()
+            .map(|a| {
+                a.parse()
+                    .with_context(|| format!("server.metrics_listen must be HOST:PORT, not {a:?}"))
+            })
+            .transpose()
+    }
+
+    pub fn connection_limits(&self) -> relay_server::ConnectionLimits {
+        relay_server::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+            max_connections: self.max_connections,
         }
     }
 }
@@ -462,10 +526,33 @@ impl Config {
         if !(0.0..=0.5).contains(&file.refresher.jitter_fraction) {
             bail!("refresher.jitter_fraction must be between 0 and 0.5");
         }
+        let server = &file.server;
+        if server.header_read_timeout_secs == 0
+            || server.idle_timeout_secs == 0
+            || server.body_read_timeout_secs == 0
+        {
+            bail!(
+                "server.header_read_timeout_secs, idle_timeout_secs and body_read_timeout_secs must be positive"
+            );
+        }
+        if server.max_connections == 0 {
+            bail!("server.max_connections must be at least 1");
+        }
+        server.metrics_listen_addr()?;
+        let mut server = file.server;
+        if let Some(token) = env("RELAY_METRICS_TOKEN") {
+            server.metrics_token = Some(token);
+        }
+        if server
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.trim().len() < 16)
+        {
+            bail!("server.metrics_token must be at least 16 characters");
+        }
         if file.refresher.batch == 0 {
             bail!("refresher.batch must be at least 1");
         }
-        let mut server = file.server;
         if let Some(list) = env("RELAY_CORS_ALLOW_ORIGINS") {
             server.cors_allow_origins = list.split(',').map(|o| o.trim().to_owned()).collect();
         }

@@ -248,6 +248,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let ops_listener = match config.server.metrics_listen_addr()? {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding server.metrics_listen {addr}"))?,
+        ),
+        None => None,
+    };
     let public_base_url = config
         .public_base_url
         .clone()
@@ -325,6 +333,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             return_to_allow,
             primary_key_id,
             cors_allow_origins: config.cors_allow_origins.clone(),
+            connection_limits: config.server.connection_limits(),
+            metrics_listen: ops_listener.is_some(),
+            metrics_token: config
+                .server
+                .metrics_token
+                .clone()
+                .map(secrecy::SecretString::from),
         }),
         metrics,
         audit,
@@ -407,6 +422,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // refreshes in flight finish and save, so a rotated refresh token is never lost.
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    if let Some(ops) = ops_listener {
+        let addr = ops.local_addr().context("reading the metrics address")?;
+        info!("metrics and readiness details served on http://{addr}");
+        let mut stop = stopping_tx.subscribe();
+        let router = relay_server::ops_router(state.clone());
+        let limits = state.settings.connection_limits;
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = relay_server::serve_router(ops, router, limits, shutdown).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
     let shutdown = async move {
         shutdown_signal().await;
         let _ = stopping_tx.send(true);

@@ -3,13 +3,18 @@
 //! and every required [`crate::readiness::ReadinessCheck`] passes (the audit writer). A failing
 //! optional check (Redis: every path falls back to the database) makes the instance
 //! `degraded`, still 200, so load balancers keep sending it traffic.
+//!
+//! A deployment that exposes Relay publicly can keep its internals to itself (`[server]
+//! metrics_listen` / `metrics_token`): then the public `/ready` answers only its status, and
+//! `/metrics` and the full `/ready` are served on the separate listener ([`ops_router`]) or
+//! to callers presenting the metrics token.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -38,17 +43,31 @@ pub struct Readiness {
     /// `ready` (200), `degraded` (200: an optional check such as Redis fails, requests are
     /// served from the database) or `not_ready` (503: a required check fails).
     status: &'static str,
-    checks: BTreeMap<String, Check>,
+    /// Absent on the public listener when `[server] metrics_listen` or `metrics_token` is
+    /// set (unless the metrics token is presented).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<BTreeMap<String, Check>>,
 }
 
 /// Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
 /// (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
-/// fails. Every check is always listed.
+/// fails. Every check is always listed, unless the public listener withholds the details
+/// (`[server] metrics_listen` or `metrics_token`).
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = Readiness, description = "ready or degraded"),
         (status = 503, body = Readiness, description = "not_ready: a required check fails")))]
-pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
-    let (ready, checks) = evaluate(&state).await;
+pub async fn get_ready(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let details = !state.settings.ops_restricted() || presents_metrics_token(&state, &headers);
+    readiness(&state, details).await
+}
+
+/// `/ready` on the operations listener: always with details.
+async fn get_ready_ops(State(state): State<AppState>) -> Response {
+    readiness(&state, true).await
+}
+
+async fn readiness(state: &AppState, details: bool) -> Response {
+    let (ready, checks) = evaluate(state).await;
     let (status, word) = if !ready {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
     } else if checks.values().all(|c| c.ok) {
@@ -60,9 +79,10 @@ pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
         status,
         axum::Json(Readiness {
             status: word,
-            checks,
+            checks: details.then_some(checks),
         }),
     )
+        .into_response()
 }
 
 /// Re-evaluates readiness every `every`, so the `ready` and `readiness_check` gauges (which
@@ -145,10 +165,30 @@ async fn evaluate(state: &AppState) -> (bool, BTreeMap<String, Check>) {
     (ready, checks)
 }
 
-/// Prometheus text exposition.
+/// Prometheus text exposition. With `[server] metrics_listen` it is served there only (404
+/// here); with `[server] metrics_token` it requires `Authorization: Bearer <token>`.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, body = crate::error::ErrorEnvelope, description = "metrics_token is set and was not presented"),
+        (status = 404, body = crate::error::ErrorEnvelope, description = "served on metrics_listen instead")))]
+pub async fn get_metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if state.settings.metrics_listen {
+        return crate::middleware::not_found().await.into_response();
+    }
+    metrics_answer(&state, &headers)
+}
+
+async fn get_metrics_ops(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    metrics_answer(&state, &headers)
+}
+
+fn metrics_answer(state: &AppState, headers: &HeaderMap) -> Response {
+    if state.settings.metrics_token.is_some() && !presents_metrics_token(state, headers) {
+        return crate::error::ApiError::unauthorized(
+            "/metrics requires the metrics token ([server] metrics_token)",
+        )
+        .into_response();
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -156,4 +196,39 @@ pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+        .into_response()
+}
+
+/// Whether the request carries `Authorization: Bearer <metrics_token>`. Compared as SHA-256
+/// digests, so the comparison's time says nothing about the token.
+fn presents_metrics_token(state: &AppState, headers: &HeaderMap) -> bool {
+    use secrecy::ExposeSecret;
+    let Some(expected) = &state.settings.metrics_token else {
+        return false;
+    };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    presented.is_some_and(|p| {
+        relay_core::random::sha256_hex(p.as_bytes())
+            == relay_core::random::sha256_hex(expected.expose_secret().as_bytes())
+    })
+}
+
+/// The operations listener (`[server] metrics_listen`): `/metrics`, the full `/ready` and
+/// `/health`, for a scraper and probes on a private address.
+pub fn ops_router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(get_metrics_ops))
+        .route("/ready", axum::routing::get(get_ready_ops))
+        .route("/health", axum::routing::get(get_health))
+        .fallback(crate::middleware::not_found)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(60),
+        ))
+        .with_state(state)
 }

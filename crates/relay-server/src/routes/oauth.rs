@@ -169,6 +169,7 @@ pub struct CallbackQuery {
         (status = 303, description = "Redirect to return_to with connection_id, account_subject and account_email (when known) and app_state (when given) added"),
         (status = 400, description = "HTML page: invalid, expired or reused state; provider error; issuer mismatch; invalid ID token"),
         (status = 403, description = "HTML page: another account signed in than expected_subject / expected_email; nothing was connected"),
+        (status = 404, body = ErrorEnvelope, description = "Unknown provider"),
         (status = 502, description = "HTML page: the code exchange failed"),
     ))]
 pub async fn get_callback(
@@ -176,13 +177,12 @@ pub async fn get_callback(
     Path(provider): Path<String>,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    let Ok(provider) = ProviderName::parse(&provider) else {
-        return page(
-            StatusCode::NOT_FOUND,
-            "unknown_provider",
-            "Unknown provider",
-            "This provider is not configured.",
-        );
+    // Refused before anything is recorded: an unconfigured name must not mint an
+    // `oauth_events_total` series (this route is public, so names are attacker-chosen). No
+    // provider redirects a browser here, so the API's 404 envelope is the answer.
+    let provider = match parse_provider(&state, &provider) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
     let params = CallbackParams {
         code: q.code,
