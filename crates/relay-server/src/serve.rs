@@ -292,3 +292,52 @@ impl AsyncWrite for Tracked {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const BIG: usize = 32 * 1024 * 1024;
+
+    /// A client that asks for a large answer and stops reading it is cut off after the idle
+    /// timeout (the header-read timeout, a minute here, does not apply once a request is in).
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = Router::new().route("/big", axum::routing::get(|| async { vec![b'x'; BIG] }));
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(1),
+            ..ConnectionLimits::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_router(listener, router, limits, async {
+            let _ = stopped.await;
+        }));
+
+        let mut sock = TcpStream::connect(addr).await.expect("connect");
+        sock.write_all(b"GET /big HTTP/1.1\r\nHost: relay\r\n\r\n")
+            .await
+            .expect("send");
+        // Not reading: the socket buffers fill, Relay's writes stall, nothing moves.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => received += n,
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the connection was not closed");
+        assert!(received < BIG, "closed before the whole answer was sent");
+
+        let _ = stop.send(());
+        server.await.expect("joined").expect("served");
+    }
+}
