@@ -31,11 +31,16 @@ pub use webhook::{Cidr, WebhookSettings};
 const GOOGLE_APIS: &str = "https://www.googleapis.com";
 const GMAIL_PRESET_BASE: &str = "https://gmail.googleapis.com";
 
+/// The default of `[actions] drive_max_output_bytes`.
+pub const DRIVE_MAX_OUTPUT_BYTES: usize = 2 * 1024 * 1024;
+
 /// Executor settings (`[actions]` and `[actions.webhook]`).
 #[derive(Debug, Clone)]
 pub struct ExecutorSettings {
     /// Files larger than this are refused by `drive.extract`.
     pub drive_max_bytes: u64,
+    /// The most text `drive.extract` returns; longer text is cut and flagged `truncated`.
+    pub drive_max_output_bytes: usize,
     /// Overrides Drive's API base URL.
     pub drive_base_url: Option<String>,
     /// Per-request timeout for provider API calls.
@@ -50,6 +55,7 @@ impl Default for ExecutorSettings {
     fn default() -> Self {
         Self {
             drive_max_bytes: 10 * 1024 * 1024,
+            drive_max_output_bytes: DRIVE_MAX_OUTPUT_BYTES,
             drive_base_url: None,
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
@@ -319,8 +325,22 @@ impl ProviderActions {
                 "the file's content exceeds the limit of {max} bytes ([actions] drive_max_bytes)"
             )));
         }
-        let text = drive::to_text(kind, &answer.body)?;
-        Ok(json!({ "text": text, "metadata": metadata }))
+        // CPU-bound (PDF parsing, table layout): off the async workers.
+        let max_output = self.settings.drive_max_output_bytes;
+        let body = answer.body;
+        let extracted =
+            tokio::task::spawn_blocking(move || drive::to_text(kind, &body, max_output))
+                .await
+                .map_err(|_| {
+                    ActionError::UnsupportedFileType(
+                        "the file's text could not be extracted".into(),
+                    )
+                })??;
+        Ok(json!({
+            "text": extracted.text,
+            "truncated": extracted.truncated,
+            "metadata": metadata,
+        }))
     }
 
     async fn webhook_send(&self, req: &ExecutionRequest<'_>) -> Result<Value, ActionError> {

@@ -52,6 +52,8 @@ pub struct ActionsConfig {
     pub preview_ttl_secs: u64,
     /// `drive.extract` refuses larger files.
     pub drive_max_bytes: u64,
+    /// The most text `drive.extract` returns; longer text is cut and flagged `truncated`.
+    pub drive_max_output_bytes: usize,
     /// Overrides the Drive API base URL (default: the provider's api_base_url, or
     /// https://www.googleapis.com for the Google preset).
     pub drive_base_url: Option<String>,
@@ -75,6 +77,7 @@ impl Default for ActionsConfig {
         Self {
             preview_ttl_secs: 900,
             drive_max_bytes: 10 * 1024 * 1024,
+            drive_max_output_bytes: relay_providers::actions::DRIVE_MAX_OUTPUT_BYTES,
             drive_base_url: None,
             request_timeout_ms: 30_000,
             retry_attempts: 4,
@@ -503,6 +506,9 @@ impl Config {
         for host in &file.actions.webhook.allow_hosts {
             relay_providers::actions::Cidr::parse(host)
                 .map_err(|e| anyhow::anyhow!("actions.webhook.allow_hosts: {e}"))?;
+        }
+        if file.actions.drive_max_output_bytes == 0 {
+            bail!("actions.drive_max_output_bytes must be positive");
         }
         if file.actions.preview_ttl_secs == 0 {
             bail!("actions.preview_ttl_secs must be positive");

@@ -547,6 +547,7 @@ fn build_actions(
         clock.clone(),
         ExecutorSettings {
             drive_max_bytes: a.drive_max_bytes,
+            drive_max_output_bytes: a.drive_max_output_bytes,
             drive_base_url: a.drive_base_url.clone(),
             request_timeout: Duration::from_millis(a.request_timeout_ms.max(100)),
             retry: ActionRetryPolicy {

@@ -863,7 +863,7 @@ fn tiny_pdf(text: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drive_extract_reads_every_supported_type_and_explains_failures() {
     let Some(w) = world(Setup {
-        extra_actions: "drive_max_bytes = 4000",
+        extra_actions: "drive_max_bytes = 4000\ndrive_max_output_bytes = 2000",
         ..Setup::default()
     })
     .await
@@ -878,7 +878,20 @@ async fn drive_extract_reads_every_supported_type_and_explains_failures() {
         "1pdfAAAAAAAAAAAAAAAAAAAA",
         "1pngAAAAAAAAAAAAAAAAAAAA",
         "1bigAAAAAAAAAAAAAAAAAAAA",
+        "1widesheetAAAAAAAAAAAAAA",
     ];
+    // Issue 10: a small sheet whose one long cell pads every row of its column.
+    let mut wide = format!("{},note\n", "w".repeat(1000));
+    for i in 0..200 {
+        wide.push_str(&format!("{i},x\n"));
+    }
+    w.api.add_file(DriveFile::google(
+        ids[7],
+        "Wide",
+        "application/vnd.google-apps.spreadsheet",
+        "text/csv",
+        &wide,
+    ));
     w.api.add_file(DriveFile::google(
         ids[0],
         "Notes",
@@ -945,6 +958,7 @@ async fn drive_extract_reads_every_supported_type_and_explains_failures() {
     assert_eq!(s, 200, "{body}");
     assert_eq!(p["rendered"]["file_id"], ids[0]);
     assert_eq!(body["result"]["text"], "Meeting notes\r\nLine two");
+    assert_eq!(body["result"]["truncated"], false);
     let meta = &body["result"]["metadata"];
     assert_eq!(meta["name"], "Notes");
     assert_eq!(meta["mime_type"], "application/vnd.google-apps.document");
@@ -981,6 +995,16 @@ async fn drive_extract_reads_every_supported_type_and_explains_failures() {
             .unwrap()
             .contains("Quarterly report"),
         "{body}"
+    );
+    // ~2.5 KB of CSV would render to ~200 KB of table: cut at drive_max_output_bytes.
+    let (s, body, _) = extract(ids[7].to_owned()).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["result"]["truncated"], true);
+    let text = body["result"]["text"].as_str().unwrap();
+    assert!(
+        text.len() <= 2000 && text.starts_with("www"),
+        "{}",
+        text.len()
     );
     let (s, body, _) = extract(ids[5].to_owned()).await;
     assert_eq!((s, code(&body)), (422, "unsupported_file_type"), "{body}");

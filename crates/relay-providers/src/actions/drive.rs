@@ -6,6 +6,12 @@
 //! plain text, Sheets as CSV, rendered here as a text table); other files are downloaded with
 //! `alt=media`: text as it is, PDF through text extraction. Everything else is refused as
 //! unsupported, and files over the configured size as too large, before their content is read.
+//!
+//! The text is bounded too (`[actions] drive_max_output_bytes`): a small file can render to far
+//! more text than it has bytes (a 26 KB sheet with one long cell padded the whole column into
+//! 40 MB of table; a 122 KB PDF held a stream inflating to 36 MB). Text is written into a
+//! [`Budget`] that stops at the limit and flags the result as truncated, table cells are padded
+//! as they are written, and PDF streams are decompressed with a limit ([`PDF_STREAM_MAX`]).
 
 use relay_core::actions::{ActionError, Api};
 use serde_json::{Value, json};
@@ -171,24 +177,117 @@ pub fn metadata(v: &Value) -> Value {
     })
 }
 
-/// Turns downloaded bytes into text.
-pub fn to_text(kind: Content, bytes: &[u8]) -> Result<String, ActionError> {
-    match kind {
-        Content::Export(_) | Content::Media => Ok(String::from_utf8_lossy(bytes)
-            .trim_start_matches('\u{feff}')
-            .to_owned()),
-        Content::ExportCsv => Ok(csv_table(&String::from_utf8_lossy(bytes))),
-        Content::Pdf => pdf_text(bytes),
+/// The most a single PDF stream (an object stream at load, or one page's content) may
+/// decompress to. Real pages are tens of KB; parsing the content costs several times its size
+/// in memory, so this bounds the work per page.
+pub const PDF_STREAM_MAX: usize = 4 * 1024 * 1024;
+
+/// The text of a file, at most the budget's bytes long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extracted {
+    pub text: String,
+    /// The text was cut at the budget.
+    pub truncated: bool,
+}
+
+/// A string that refuses to grow past `max` bytes: what does not fit is cut (at a character
+/// boundary) and the budget is marked exhausted.
+struct Budget {
+    out: String,
+    max: usize,
+    exhausted: bool,
+}
+
+impl Budget {
+    fn new(max: usize) -> Self {
+        Self {
+            out: String::new(),
+            max,
+            exhausted: false,
+        }
+    }
+
+    /// Appends as much of `s` as fits; false once the budget is exhausted.
+    fn push(&mut self, s: &str) -> bool {
+        if self.exhausted {
+            return false;
+        }
+        let room = self.max - self.out.len();
+        if s.len() <= room {
+            self.out.push_str(s);
+            return true;
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.out.push_str(&s[..cut]);
+        self.exhausted = true;
+        false
+    }
+
+    /// Appends `n` copies of `c` (padding) without building them first.
+    fn repeat(&mut self, c: char, n: usize) -> bool {
+        let fits = n.min((self.max - self.out.len()) / c.len_utf8());
+        self.out.extend(std::iter::repeat_n(c, fits));
+        if fits < n {
+            self.exhausted = true;
+        }
+        !self.exhausted
+    }
+
+    fn finish(self) -> Extracted {
+        Extracted {
+            text: self.out,
+            truncated: self.exhausted,
+        }
     }
 }
 
-fn pdf_text(bytes: &[u8]) -> Result<String, ActionError> {
-    let doc = lopdf::Document::load_mem(bytes)
-        .map_err(|e| ActionError::UnsupportedFileType(format!("the PDF could not be read: {e}")))?;
-    let pages: Vec<u32> = doc.get_pages().keys().copied().collect();
-    doc.extract_text(&pages).map_err(|e| {
-        ActionError::UnsupportedFileType(format!("no text could be extracted from the PDF: {e}"))
-    })
+/// Turns downloaded bytes into text of at most `max_output` bytes.
+pub fn to_text(kind: Content, bytes: &[u8], max_output: usize) -> Result<Extracted, ActionError> {
+    let mut budget = Budget::new(max_output);
+    match kind {
+        Content::Export(_) | Content::Media => {
+            budget.push(String::from_utf8_lossy(bytes).trim_start_matches('\u{feff}'));
+        }
+        Content::ExportCsv => csv_table(&String::from_utf8_lossy(bytes), &mut budget),
+        Content::Pdf => pdf_text(bytes, &mut budget)?,
+    }
+    Ok(budget.finish())
+}
+
+fn pdf_text(bytes: &[u8], budget: &mut Budget) -> Result<(), ActionError> {
+    let too_large = || {
+        ActionError::FileTooLarge(format!(
+            "a stream of the PDF decompresses to more than {PDF_STREAM_MAX} bytes"
+        ))
+    };
+    let options = lopdf::LoadOptions {
+        max_decompressed_size: Some(PDF_STREAM_MAX),
+        ..lopdf::LoadOptions::default()
+    };
+    let doc = lopdf::Document::load_mem_with_options(bytes, options).map_err(|e| match e {
+        lopdf::Error::Decompress(lopdf::DecompressError::MemoryLimitExceeded { .. }) => too_large(),
+        e => ActionError::UnsupportedFileType(format!("the PDF could not be read: {e}")),
+    })?;
+    // Page by page, so that extraction stops once the text budget is spent.
+    for page in doc.get_pages().keys() {
+        let text = doc
+            .extract_text_with_limit(&[*page], PDF_STREAM_MAX)
+            .map_err(|e| match e {
+                lopdf::Error::Decompress(lopdf::DecompressError::MemoryLimitExceeded {
+                    ..
+                }) => too_large(),
+                e => ActionError::UnsupportedFileType(format!(
+                    "no text could be extracted from the PDF: {e}"
+                )),
+            })?;
+        if !budget.push(&text) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Parses CSV (RFC 4180: quoted fields, doubled quotes, CRLF or LF).
@@ -223,8 +322,10 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
     rows
 }
 
-/// Renders CSV as an aligned text table, the first row as the header.
-pub fn csv_table(text: &str) -> String {
+/// Renders CSV as an aligned text table, the first row as the header, into `budget`: cells
+/// are padded as they are written, so a long cell widening its column costs at most the
+/// budget, never rows × width.
+fn csv_table(text: &str, budget: &mut Budget) {
     let rows = parse_csv(text);
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let cell = |r: &Vec<String>, i: usize| {
@@ -232,32 +333,42 @@ pub fn csv_table(text: &str) -> String {
             .map(|s| s.replace(['\n', '\r'], " "))
             .unwrap_or_default()
     };
-    let widths: Vec<usize> = (0..cols)
-        .map(|i| {
-            rows.iter()
-                .map(|r| cell(r, i).chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for (n, r) in rows.iter().enumerate() {
-        let line: Vec<String> = (0..cols)
-            .map(|i| {
-                let c = cell(r, i);
-                let pad = widths[i].saturating_sub(c.chars().count());
-                format!("{c}{}", " ".repeat(pad))
-            })
-            .collect();
-        out.push_str(line.join(" | ").trim_end());
-        out.push('\n');
-        if n == 0 && rows.len() > 1 {
-            let rule: Vec<String> = widths.iter().map(|w| "-".repeat((*w).max(1))).collect();
-            out.push_str(&rule.join("-+-"));
-            out.push('\n');
+    let mut widths = vec![0usize; cols];
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            // Line breaks become one space each: the count is the same.
+            widths[i] = widths[i].max(c.chars().count());
         }
     }
-    out
+    for (n, r) in rows.iter().enumerate() {
+        let line_start = budget.out.len();
+        for (i, width) in widths.iter().enumerate() {
+            if i > 0 && !budget.push(" | ") {
+                return;
+            }
+            let c = cell(r, i);
+            let pad = width.saturating_sub(c.chars().count());
+            if !budget.push(&c) || !budget.repeat(' ', pad) {
+                return;
+            }
+        }
+        // Trailing padding is not kept (as `trim_end` on the line).
+        let kept = budget.out[line_start..].trim_end().len();
+        budget.out.truncate(line_start + kept);
+        if !budget.push("\n") {
+            return;
+        }
+        if n == 0 && rows.len() > 1 {
+            for (i, w) in widths.iter().enumerate() {
+                if (i > 0 && !budget.push("-+-")) || !budget.repeat('-', (*w).max(1)) {
+                    return;
+                }
+            }
+            if !budget.push("\n") {
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -292,13 +403,109 @@ mod tests {
         }
     }
 
+    fn table(csv: &str, max: usize) -> Extracted {
+        to_text(Content::ExportCsv, csv.as_bytes(), max).expect("csv")
+    }
+
     #[test]
     fn csv_becomes_an_aligned_table() {
-        let t = csv_table("name,qty\r\n\"Widget, large\",3\r\n\"Say \"\"hi\"\"\",10\r\n");
+        let t = table(
+            "name,qty\r\n\"Widget, large\",3\r\n\"Say \"\"hi\"\"\",10\r\n",
+            1 << 20,
+        );
         assert_eq!(
-            t,
+            t.text,
             "name          | qty\n--------------+----\nWidget, large | 3\nSay \"hi\"      | 10\n"
         );
+        assert!(!t.truncated);
+        let t = table("a,b,c\nx\n", 1 << 20);
+        assert_eq!(t.text, "a | b | c\n--+---+--\nx |   |\n");
+    }
+
+    /// The hostile sheet: one 20,000-character cell and 20,000 short rows (~100 KB of CSV)
+    /// would pad to 400 MB of table; the output stops at the budget and says so.
+    #[test]
+    fn a_long_cell_over_many_rows_is_padded_within_the_budget() {
+        let mut csv = format!("{},x\n", "w".repeat(20_000));
+        for i in 0..20_000 {
+            csv.push_str(&format!("{},y\n", i % 10));
+        }
+        let max = 2 * 1024 * 1024;
+        let t = table(&csv, max);
+        assert!(t.truncated);
+        assert!(t.text.len() <= max, "{} bytes", t.text.len());
+        assert!(t.text.starts_with("wwww"));
+        // A budget large enough for the whole table is not flagged.
+        let small = "h\n1\n22\n";
+        let t = table(small, 1024);
+        assert_eq!((t.text.as_str(), t.truncated), ("h\n--\n1\n22\n", false));
+        // Text files are cut at a character boundary.
+        let t = to_text(Content::Media, "é".repeat(10).as_bytes(), 5).expect("text");
+        assert_eq!((t.text.as_str(), t.truncated), ("éé", true));
+    }
+
+    /// A one-page PDF whose content stream is `repeat` copies of `op`, Flate-compressed.
+    fn pdf_with_content(op: &str, repeat: usize, pages: usize) -> Vec<u8> {
+        use lopdf::{Document, Object, Stream, dictionary};
+        let mut doc = Document::with_version("1.5");
+        let pages_id = doc.new_object_id();
+        let font_id = doc.add_object(dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Courier",
+        });
+        let resources_id = doc.add_object(dictionary! {
+            "Font" => dictionary! { "F1" => font_id },
+        });
+        let mut kids: Vec<Object> = Vec::new();
+        for _ in 0..pages {
+            let content = format!("BT /F1 12 Tf {} ET", op.repeat(repeat));
+            let mut stream = Stream::new(dictionary! {}, content.into_bytes());
+            stream.compress().expect("compress");
+            let content_id = doc.add_object(stream);
+            let page_id = doc.add_object(dictionary! {
+                "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
+            });
+            kids.push(page_id.into());
+        }
+        doc.objects.insert(
+            pages_id,
+            Object::Dictionary(dictionary! {
+                "Type" => "Pages", "Kids" => kids.clone(), "Count" => kids.len() as i64,
+                "Resources" => resources_id, "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+            }),
+        );
+        let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+        doc.trailer.set("Root", catalog_id);
+        let mut out = Vec::new();
+        doc.save_to(&mut out).expect("save");
+        out
+    }
+
+    /// The hostile PDF: a small file whose one content stream inflates past the stream limit
+    /// is refused with a clear error instead of being decompressed and parsed whole.
+    #[test]
+    fn a_pdf_stream_that_inflates_past_the_limit_is_refused() {
+        let pdf = pdf_with_content("(xxxxxxxxxxxxxxxx) Tj ", PDF_STREAM_MAX / 10, 1);
+        assert!(pdf.len() < 200 * 1024, "{} bytes", pdf.len());
+        let err = to_text(Content::Pdf, &pdf, 1 << 20).expect_err("refused");
+        assert_eq!(err.reason(), "file_too_large", "{err}");
+        assert!(
+            err.to_string().contains("decompresses to more than"),
+            "{err}"
+        );
+    }
+
+    /// Many pages of text, each within the stream limit, stop at the output budget.
+    #[test]
+    fn pdf_text_stops_at_the_output_budget() {
+        let pdf = pdf_with_content("(hello world) Tj ", 2_000, 20);
+        let max = 64 * 1024;
+        let t = to_text(Content::Pdf, &pdf, max).expect("text");
+        assert!(t.truncated);
+        assert!(t.text.len() <= max);
+        assert!(t.text.contains("hello world"));
+        let whole = to_text(Content::Pdf, &pdf_with_content("(hi) Tj ", 3, 1), max).expect("text");
+        assert!(!whole.truncated);
+        assert!(whole.text.contains("hi"), "{:?}", whole.text);
     }
 
     #[test]
