@@ -8,10 +8,11 @@ from attrs import field as _attrs_field
 
 from ..types import UNSET, Unset
 
+from ..types import UNSET, Unset
 from typing import cast
 
 if TYPE_CHECKING:
-  from ..models.readiness_checks import ReadinessChecks
+  from ..models.readiness_checks_type_0 import ReadinessChecksType0
 
 
 
@@ -25,13 +26,15 @@ T = TypeVar("T", bound="Readiness")
 class Readiness:
     """ 
         Attributes:
-            checks (ReadinessChecks):
             status (str): `ready` (200), `degraded` (200: an optional check such as Redis fails, requests are
                 served from the database) or `not_ready` (503: a required check fails).
+            checks (None | ReadinessChecksType0 | Unset): Absent on the public listener when `[server] metrics_listen` or
+                `metrics_token` is
+                set (unless the metrics token is presented).
      """
 
-    checks: ReadinessChecks
     status: str
+    checks: None | ReadinessChecksType0 | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
 
@@ -39,18 +42,25 @@ class Readiness:
 
 
     def to_dict(self) -> dict[str, Any]:
-        from ..models.readiness_checks import ReadinessChecks # noqa: PLC0415
-        checks = self.checks.to_dict()
-
+        from ..models.readiness_checks_type_0 import ReadinessChecksType0 # noqa: PLC0415
         status = self.status
+
+        checks: dict[str, Any] | None | Unset
+        if isinstance(self.checks, Unset):
+            checks = UNSET
+        elif isinstance(self.checks, ReadinessChecksType0):
+            checks = self.checks.to_dict()
+        else:
+            checks = self.checks
 
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update({
-            "checks": checks,
             "status": status,
         })
+        if checks is not UNSET:
+            field_dict["checks"] = checks
 
         return field_dict
 
@@ -58,18 +68,33 @@ class Readiness:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
-        from ..models.readiness_checks import ReadinessChecks # noqa: PLC0415
+        from ..models.readiness_checks_type_0 import ReadinessChecksType0 # noqa: PLC0415
         d = dict(src_dict)
-        checks = ReadinessChecks.from_dict(d.pop("checks"))
-
-
-
-
         status = d.pop("status")
 
+        def _parse_checks(data: object) -> None | ReadinessChecksType0 | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                checks_type_0 = ReadinessChecksType0.from_dict(data)
+
+
+
+                return checks_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(None | ReadinessChecksType0 | Unset, data)
+
+        checks = _parse_checks(d.pop("checks", UNSET))
+
+
         readiness = cls(
-            checks=checks,
             status=status,
+            checks=checks,
         )
 
 

@@ -8,7 +8,9 @@ from ...client import AuthenticatedClient, Client
 from ...types import Response, UNSET
 from ... import errors
 
+from ...models.error_envelope import ErrorEnvelope
 from ...types import UNSET, Unset
+from typing import cast
 
 
 
@@ -53,21 +55,32 @@ def _get_kwargs(
 
 
 
-def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Response) -> Any | None:
+def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Response) -> Any | ErrorEnvelope | None:
     if response.status_code == 200:
-        return None
+        response_200 = cast(Any, None)
+        return response_200
 
     if response.status_code == 303:
-        return None
+        response_303 = cast(Any, None)
+        return response_303
 
     if response.status_code == 400:
-        return None
+        response_400 = cast(Any, None)
+        return response_400
+
+    if response.status_code == 404:
+        response_404 = ErrorEnvelope.from_dict(response.json())
+
+
+
+        return response_404
 
     if response.status_code == 403:
         return None
 
     if response.status_code == 502:
-        return None
+        response_502 = cast(Any, None)
+        return response_502
 
     if client.raise_on_unexpected_status:
         raise errors.UnexpectedStatus(response.status_code, response.content)
@@ -75,7 +88,7 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
         return None
 
 
-def _build_response(*, client: AuthenticatedClient | Client, response: httpx.Response) -> Response[Any]:
+def _build_response(*, client: AuthenticatedClient | Client, response: httpx.Response) -> Response[Any | ErrorEnvelope]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -94,7 +107,7 @@ def sync_detailed(
     error: str | Unset = UNSET,
     error_description: str | Unset = UNSET,
 
-) -> Response[Any]:
+) -> Response[Any | ErrorEnvelope]:
     """ The provider redirects the browser here (public).
 
     Args:
@@ -110,7 +123,7 @@ def sync_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Any]
+        Response[Any | ErrorEnvelope]
      """
 
 
@@ -130,8 +143,7 @@ error_description=error_description,
 
     return _build_response(client=client, response=response)
 
-
-async def asyncio_detailed(
+def sync(
     provider: str,
     *,
     client: AuthenticatedClient | Client,
@@ -141,7 +153,7 @@ async def asyncio_detailed(
     error: str | Unset = UNSET,
     error_description: str | Unset = UNSET,
 
-) -> Response[Any]:
+) -> Any | ErrorEnvelope | None:
     """ The provider redirects the browser here (public).
 
     Args:
@@ -157,7 +169,48 @@ async def asyncio_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Any]
+        Any | ErrorEnvelope
+     """
+
+
+    return sync_detailed(
+        provider=provider,
+client=client,
+code=code,
+state=state,
+iss=iss,
+error=error,
+error_description=error_description,
+
+    ).parsed
+
+async def asyncio_detailed(
+    provider: str,
+    *,
+    client: AuthenticatedClient | Client,
+    code: str | Unset = UNSET,
+    state: str | Unset = UNSET,
+    iss: str | Unset = UNSET,
+    error: str | Unset = UNSET,
+    error_description: str | Unset = UNSET,
+
+) -> Response[Any | ErrorEnvelope]:
+    """ The provider redirects the browser here (public).
+
+    Args:
+        provider (str):
+        code (str | Unset):
+        state (str | Unset):
+        iss (str | Unset):
+        error (str | Unset):
+        error_description (str | Unset):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Any | ErrorEnvelope]
      """
 
 
@@ -177,3 +230,43 @@ error_description=error_description,
 
     return _build_response(client=client, response=response)
 
+async def asyncio(
+    provider: str,
+    *,
+    client: AuthenticatedClient | Client,
+    code: str | Unset = UNSET,
+    state: str | Unset = UNSET,
+    iss: str | Unset = UNSET,
+    error: str | Unset = UNSET,
+    error_description: str | Unset = UNSET,
+
+) -> Any | ErrorEnvelope | None:
+    """ The provider redirects the browser here (public).
+
+    Args:
+        provider (str):
+        code (str | Unset):
+        state (str | Unset):
+        iss (str | Unset):
+        error (str | Unset):
+        error_description (str | Unset):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Any | ErrorEnvelope
+     """
+
+
+    return (await asyncio_detailed(
+        provider=provider,
+client=client,
+code=code,
+state=state,
+iss=iss,
+error=error,
+error_description=error_description,
+
+    )).parsed

@@ -69,7 +69,8 @@ def sync_detailed(
 ) -> Response[Readiness]:
     """ Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
     (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
-    fails. Every check is always listed.
+    fails. Every check is always listed, unless the public listener withholds the details
+    (`[server] metrics_listen` or `metrics_token`).
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -97,7 +98,8 @@ def sync(
 ) -> Readiness | None:
     """ Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
     (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
-    fails. Every check is always listed.
+    fails. Every check is always listed, unless the public listener withholds the details
+    (`[server] metrics_listen` or `metrics_token`).
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -120,7 +122,8 @@ async def asyncio_detailed(
 ) -> Response[Readiness]:
     """ Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
     (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
-    fails. Every check is always listed.
+    fails. Every check is always listed, unless the public listener withholds the details
+    (`[server] metrics_listen` or `metrics_token`).
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -148,7 +151,8 @@ async def asyncio(
 ) -> Readiness | None:
     """ Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
     (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
-    fails. Every check is always listed.
+    fails. Every check is always listed, unless the public listener withholds the details
+    (`[server] metrics_listen` or `metrics_token`).
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

@@ -17,13 +17,16 @@ if TYPE_CHECKING:
 
 
 
-T = TypeVar("T", bound="ReadinessChecks")
+T = TypeVar("T", bound="ReadinessChecksType0")
 
 
 
 @_attrs_define
-class ReadinessChecks:
-    
+class ReadinessChecksType0:
+    """ Absent on the public listener when `[server] metrics_listen` or `metrics_token` is
+    set (unless the metrics token is presented).
+
+     """
 
     additional_properties: dict[str, Check] = _attrs_field(init=False, factory=dict)
 
@@ -47,7 +50,7 @@ class ReadinessChecks:
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         from ..models.check import Check # noqa: PLC0415
         d = dict(src_dict)
-        readiness_checks = cls(
+        readiness_checks_type_0 = cls(
         )
 
 
@@ -59,8 +62,8 @@ class ReadinessChecks:
 
             additional_properties[prop_name] = additional_property
 
-        readiness_checks.additional_properties = additional_properties
-        return readiness_checks
+        readiness_checks_type_0.additional_properties = additional_properties
+        return readiness_checks_type_0
 
     @property
     def additional_keys(self) -> list[str]:
