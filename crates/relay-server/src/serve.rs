@@ -61,7 +61,10 @@ pub async fn serve_router(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    // `acquire_many` below takes a u32.
+    let max = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -138,10 +141,15 @@ impl ServedConnection {
             async move {
                 let (mut parts, body) = req.into_parts();
                 parts.extensions.insert(ConnectInfo(remote));
-                let body = axum::body::Body::new(tower_http::timeout::DeadlineBody::new(
-                    body_deadline,
-                    body,
-                ));
+                // Most requests (token reads) have no body: no deadline timer for them.
+                let body = if hyper::body::Body::is_end_stream(&body) {
+                    axum::body::Body::new(body)
+                } else {
+                    axum::body::Body::new(tower_http::timeout::DeadlineBody::new(
+                        body_deadline,
+                        body,
+                    ))
+                };
                 let resp = router
                     .oneshot(axum::http::Request::from_parts(parts, body))
                     .await;
