@@ -195,7 +195,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus text exposition. */
+        /**
+         * Prometheus text exposition. With `[server] metrics_listen` it is served there only (404
+         *     here); with `[server] metrics_token` it requires `Authorization: Bearer <token>`.
+         */
         get: operations["get_metrics"];
         put?: never;
         post?: never;
@@ -283,7 +286,8 @@ export interface paths {
         /**
          * Readiness: 200 `ready` when every check passes, 200 `degraded` when only optional checks
          *     (Redis) fail, 503 `not_ready` when a required one (database, encryption key, audit writer)
-         *     fails. Every check is always listed.
+         *     fails. Every check is always listed, unless the public listener withholds the details
+         *     (`[server] metrics_listen` or `metrics_token`).
          */
         get: operations["get_ready"];
         put?: never;
@@ -560,9 +564,13 @@ export interface components {
             scopes: string[];
         };
         Readiness: {
-            checks: {
+            /**
+             * @description Absent on the public listener when `[server] metrics_listen` or `metrics_token` is
+             *     set (unless the metrics token is presented).
+             */
+            checks?: {
                 [key: string]: components["schemas"]["Check"];
-            };
+            } | null;
             /**
              * @description `ready` (200), `degraded` (200: an optional check such as Redis fails, requests are
              *     served from the database) or `not_ready` (503: a required check fails).
@@ -1375,6 +1383,24 @@ export interface operations {
                     "text/plain": unknown;
                 };
             };
+            /** @description metrics_token is set and was not presented */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description served on metrics_listen instead */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     get_authorize: {
@@ -1500,6 +1526,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Unknown provider */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
             };
             /** @description HTML page: the code exchange failed */
             502: {

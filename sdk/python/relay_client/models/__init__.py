@@ -29,7 +29,7 @@ from .preview_response_rendered import PreviewResponseRendered
 from .provider_list import ProviderList
 from .provider_view import ProviderView
 from .readiness import Readiness
-from .readiness_checks import ReadinessChecks
+from .readiness_checks_type_0 import ReadinessChecksType0
 from .role import Role
 from .rotated_webhook_secret import RotatedWebhookSecret
 from .token_view import TokenView
@@ -66,7 +66,7 @@ __all__ = (
     "ProviderList",
     "ProviderView",
     "Readiness",
-    "ReadinessChecks",
+    "ReadinessChecksType0",
     "Role",
     "RotatedWebhookSecret",
     "TokenView",

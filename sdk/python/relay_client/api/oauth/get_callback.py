@@ -68,15 +68,16 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
         response_400 = cast(Any, None)
         return response_400
 
+    if response.status_code == 403:
+        response_403 = cast(Any, None)
+        return response_403
+
     if response.status_code == 404:
         response_404 = ErrorEnvelope.from_dict(response.json())
 
 
 
         return response_404
-
-    if response.status_code == 403:
-        return None
 
     if response.status_code == 502:
         response_502 = cast(Any, None)
