@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cors;
 pub mod error;
 mod extract;
+pub mod mcp;
 mod middleware;
 pub mod rate_limit;
 pub mod readiness;
@@ -138,6 +139,7 @@ fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let cors = state.settings.cors_allow_origins.layer();
     let (router, doc) = api().split_for_parts();
+    let mcp_service = mcp::service(state.clone());
     let doc = complete(doc);
     let doc_json = doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
     router
@@ -148,6 +150,14 @@ pub fn router(state: AppState) -> Router {
                     [(axum::http::header::CONTENT_TYPE, "application/json")],
                     doc_json,
                 )
+            }),
+        )
+        // MCP's Streamable HTTP transport (POST; GET and DELETE answer 405 as the transport
+        // allows for a stateless server). Outside the OpenAPI document: it speaks JSON-RPC.
+        .route(
+            "/mcp",
+            axum::routing::any(move |caller: Result<auth::Caller, error::ApiError>, req| {
+                mcp::handle(mcp_service.clone(), caller, req)
             }),
         )
         .route("/studio", axum::routing::get(studio::get_studio))

@@ -73,6 +73,8 @@ pub struct ServerSettings {
     pub metrics_listen: bool,
     /// `[server] metrics_token`: required (as a bearer token) for `/metrics`.
     pub metrics_token: Option<secrecy::SecretString>,
+    /// `[mcp]`: the MCP tool server's behaviour.
+    pub mcp: crate::mcp::McpSettings,
 }
 
 impl ServerSettings {

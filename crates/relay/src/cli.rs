@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `api-key create|revoke`, `vault status|reseal`,
-//! `audit verify|export`.
+//! `audit verify|export`, `mcp` (stdio MCP for local agents).
 
 use std::path::PathBuf;
 
@@ -49,6 +49,20 @@ enum Command {
     /// Verify or export the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Serve Relay's MCP tools over stdio for a local agent, forwarding to a Relay server's
+    /// `/mcp` with the API key in RELAY_API_KEY (see docs/MCP.md).
+    Mcp {
+        /// The Relay server's base URL.
+        #[arg(long, env = "RELAY_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Whose account the tools act in (sent as `Relay-Actor-Id`); without it every tool
+        /// call names `actor_id`.
+        #[arg(long, env = "RELAY_ACTOR_ID")]
+        actor_id: Option<String>,
+        /// The actor's type (default `user`).
+        #[arg(long, env = "RELAY_ACTOR_TYPE")]
+        actor_type: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -163,6 +177,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{}", relay_server::openapi().to_pretty_json()?);
         return Ok(());
     }
+    if let Command::Mcp {
+        url,
+        actor_id,
+        actor_type,
+    } = cli.command
+    {
+        // A client of a Relay server: no configuration, no database. The key comes from the
+        // environment only, never the command line (which other users can read).
+        let api_key = std::env::var("RELAY_API_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .context("set RELAY_API_KEY to a Relay API key")?;
+        let endpoint = reqwest::Url::parse(&url)
+            .and_then(|u| u.join("mcp"))
+            .with_context(|| format!("--url {url:?} is not a URL"))?;
+        let telemetry = logging::init_logging("text");
+        let result = crate::mcp_stdio::StdioProxy {
+            endpoint,
+            api_key: secrecy::SecretString::from(api_key.trim().to_owned()),
+            actor_id,
+            actor_type,
+        }
+        .run()
+        .await;
+        telemetry.shutdown();
+        return result;
+    }
     let config = Config::load(cli.config.as_deref())?;
     let telemetry = logging::init_logging(&config.log_format);
     let result = run_command(cli.command, config).await;
@@ -173,7 +214,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => runtime::serve(config).await,
-        Command::Openapi => Ok(()),
+        Command::Openapi | Command::Mcp { .. } => Ok(()),
         Command::Migrate { undo_to } => {
             let db = relay_store::connect(&config.database_url)
                 .await

@@ -42,6 +42,17 @@ pub struct FileConfig {
     pub rate_limit: RateLimitConfig,
     #[serde(default)]
     pub refresher: RefresherConfig,
+    #[serde(default)]
+    pub mcp: McpConfig,
+}
+
+/// `[mcp]`: the MCP tool server (`/mcp`, `relay mcp`).
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Actions whose MCP tool executes at once instead of returning a preview (for example
+    /// `["webhook.send"]`). Empty by default: every send and write is previewed first.
+    pub direct_execute: Vec<String>,
 }
 
 /// `[actions]`: previews, provider API calls, Drive limits.
@@ -389,6 +400,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub rate_limit: RateLimitConfig,
     pub refresher: RefresherConfig,
+    pub mcp: McpConfig,
 }
 
 /// Reads one environment variable, treating empty as unset.
@@ -568,6 +580,7 @@ impl Config {
             redis,
             rate_limit: file.rate_limit,
             refresher: file.refresher,
+            mcp: file.mcp,
             listen,
             data_dir,
             database_url,

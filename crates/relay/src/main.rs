@@ -8,6 +8,7 @@ mod file_modes;
 mod import;
 mod keys;
 mod logging;
+mod mcp_stdio;
 #[cfg(feature = "otel")]
 mod otel;
 mod runtime;

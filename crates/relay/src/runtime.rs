@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use relay_core::actions::{ActionService, ActionSettings};
 use relay_core::audit::{AuditLog, AuditSink, GroupCommit};
 use relay_core::connect::ConnectService;
@@ -306,6 +306,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )?
         .with_audit(audit.clone()),
     );
+    for name in &config.mcp.direct_execute {
+        if !actions.descriptors().iter().any(|d| d.name == name) {
+            bail!("mcp.direct_execute: {name:?} is not an action (see GET /actions)");
+        }
+    }
+    relay_server::mcp::describe_metrics();
     let provider_names: Vec<_> = catalog.infos().into_iter().map(|i| i.name).collect();
     relay_server::telemetry::describe(&provider_names);
     relay_server::telemetry::describe_scale_out();
@@ -340,6 +346,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .metrics_token
                 .clone()
                 .map(secrecy::SecretString::from),
+            mcp: relay_server::mcp::McpSettings {
+                direct_execute: config.mcp.direct_execute.clone(),
+            },
         }),
         metrics,
         audit,
