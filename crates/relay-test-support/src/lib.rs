@@ -27,6 +27,7 @@ pub mod chromium;
 pub mod fake_google_api;
 pub mod fake_graph;
 pub mod fake_provider;
+pub mod mcp_clients;
 pub mod oidc_provider;
 pub mod otlp_collector;
 pub mod pkce;

@@ -239,7 +239,7 @@ async fn drain(stream: impl AsyncRead + Unpin, output: Arc<Mutex<String>>) {
 }
 
 /// `$RELAY_NODE` (for `node`) or the first executable `name` on `PATH`.
-fn find_executable(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_executable(name: &str) -> Option<PathBuf> {
     if name == "node"
         && let Some(explicit) = std::env::var_os("RELAY_NODE").filter(|v| !v.is_empty())
     {
