@@ -341,9 +341,22 @@ async fn the_official_python_sdk_lists_previews_executes_and_meets_every_error()
     // The audit log records the MCP previews and executions like the HTTP API's.
     let (s, audit) = w.relay.get_json("/audit?limit=200", &w.key).await;
     assert_eq!(s, 200, "{audit}");
-    let text = audit.to_string();
-    assert!(text.contains(preview_id), "the webhook's records: {audit}");
-    assert!(text.contains("action.executed"), "{audit}");
+    let executed = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["action"] == "action.executed"
+                && r["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(preview_id)
+        })
+        .unwrap_or_else(|| panic!("no action.executed record for {preview_id}: {audit}"));
+    // With the request's context, as for the HTTP API.
+    assert!(executed["request_id"].is_string(), "{executed}");
+    assert!(executed["api_key_id"].is_string(), "{executed}");
+    assert_eq!(executed["client_addr"], "127.0.0.1", "{executed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -375,5 +388,59 @@ async fn direct_execute_sends_at_once_for_the_configured_actions() {
     assert_eq!(
         w.hooks.deliveries()[0].header("webhook-id"),
         Some(preview_id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_official_typescript_sdk_and_the_inspector_cli_use_the_tools() {
+    let Some(python) = mcp_clients::python_with_mcp().await else {
+        return;
+    };
+    let Some(node) = mcp_clients::node_with_mcp().await else {
+        return;
+    };
+    let w = world("").await;
+    let report = run_client(&node, &["node_client.mjs"], &w.input).await;
+    w.assert_delivered_once(
+        &python,
+        report["webhook_preview_id"].as_str().unwrap(),
+        report["webhook_rendered_body"].as_str().unwrap(),
+    )
+    .await;
+
+    // The MCP Inspector's CLI lists the tools, and its --strict schema check finds no
+    // error-severity portability problem (it exits 6 on one).
+    let inspector = mcp_clients::clients_dir().join("node_modules/.bin/mcp-inspector");
+    let bearer = format!("Authorization: Bearer {}", w.key);
+    let out = tokio::time::timeout(
+        Duration::from_secs(50),
+        tokio::process::Command::new(&node)
+            .arg(&inspector)
+            .args(["--cli", &w.relay.url("/mcp"), "--transport", "http"])
+            .args(["--method", "tools/list", "--strict", "--header", &bearer])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the inspector finishes within 50 s")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "inspector failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_str(&stdout).expect("the inspector prints JSON");
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"gmail_send") && names.contains(&"relay_execute_preview"),
+        "{names:?}"
     );
 }
