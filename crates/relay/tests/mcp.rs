@@ -444,3 +444,17 @@ async fn the_official_typescript_sdk_and_the_inspector_cli_use_the_tools() {
         "{names:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_action_in_direct_execute_stops_the_start() {
+    let dir = TempDir::new();
+    let opts = RelayOptions::new(dir.path(), "[mcp]\ndirect_execute = [\"gmail.sendd\"]\n");
+    let logs = match Relay::try_start(opts).await {
+        Ok(_) => panic!("relay started with an unknown action in mcp.direct_execute"),
+        Err(logs) => logs,
+    };
+    assert!(
+        logs.contains("mcp.direct_execute") && logs.contains("gmail.sendd"),
+        "{logs}"
+    );
+}
