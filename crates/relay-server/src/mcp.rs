@@ -96,8 +96,9 @@ pub fn describe_metrics() {
     }
 }
 
-/// Counts the JSON-RPC messages of a POST body (one message, or a batch).
-fn count_methods(body: &[u8]) {
+/// Counts the JSON-RPC messages of a POST body (one message, or a batch); `false` when the
+/// body is not JSON at all.
+fn count_methods(body: &[u8]) -> bool {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let count = |m: Option<&Value>| {
         let label = method_label(m.and_then(|m| m.get("method")).and_then(Value::as_str));
@@ -107,6 +108,14 @@ fn count_methods(body: &[u8]) {
         Some(Value::Array(items)) => items.iter().for_each(|i| count(Some(i))),
         other => count(other.as_ref()),
     }
+    parsed.is_some()
+}
+
+/// JSON-RPC's answer to a body that is not JSON (rmcp would answer plain text).
+fn parse_error() -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null,
+        "error": {"code": -32700, "message": "Parse error: the body is not JSON"}});
+    (axum::http::StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
 /// The rmcp service answering `/mcp`.
@@ -169,8 +178,8 @@ pub(crate) async fn handle(
                 .into_response();
         }
     };
-    if parts.method == axum::http::Method::POST {
-        count_methods(&bytes);
+    if parts.method == axum::http::Method::POST && !count_methods(&bytes) {
+        return parse_error();
     }
     let call = McpCall {
         actor_id: header(&parts.headers, ACTOR_HEADER),

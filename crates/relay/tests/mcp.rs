@@ -327,6 +327,21 @@ async fn the_official_python_sdk_lists_previews_executes_and_meets_every_error()
         .await
         .unwrap();
     assert!(resp.headers().get("x-request-id").is_some());
+    // A body that is not JSON gets JSON-RPC's parse error.
+    let resp = w
+        .relay
+        .http
+        .post(w.relay.url("/mcp"))
+        .bearer_auth(&w.key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32700, "{body}");
     let metrics = w.metrics().await;
     for line in [
         "mcp_requests_total{method=\"initialize\"}",
