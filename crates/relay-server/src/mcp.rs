@@ -89,8 +89,13 @@ fn method_label(method: Option<&str>) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Registers every `mcp_requests_total` series at zero, so dashboards see them from the start.
+/// Describes `mcp_requests_total` and registers every series at zero, so dashboards see them
+/// from the start.
 pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "mcp_requests_total",
+        "JSON-RPC messages POSTed to /mcp by method (initialize, notifications/initialized, ping, tools/list, tools/call, server/discover, notifications/cancelled; any other method is `other`)"
+    );
     for method in METHODS.iter().copied().chain(["other"]) {
         metrics::counter!("mcp_requests_total", "method" => method).increment(0);
     }
