@@ -123,6 +123,9 @@ fn parse_error() -> Response {
     (axum::http::StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
+/// The largest MCP message accepted: the router's body limit (1 MiB).
+const MAX_BODY: usize = 1024 * 1024;
+
 /// The rmcp service answering `/mcp`.
 pub type McpService = StreamableHttpService<RelayTools, NeverSessionManager>;
 
@@ -175,13 +178,26 @@ pub(crate) async fn handle(
         }
     };
     let (mut parts, body) = req.into_parts();
-    // The router's body limit already bounds this.
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+    let too_large = || {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("an MCP message is at most {MAX_BODY} bytes"),
+        )
+        .into_response()
+    };
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return too_large();
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => {
-            return ApiError::bad_request("invalid_body", "the request body could not be read")
-                .into_response();
-        }
+        // Past the limit without a Content-Length (chunked), or the client went away.
+        Err(_) => return too_large(),
     };
     if parts.method == axum::http::Method::POST && !count_methods(&bytes) {
         return parse_error();

@@ -342,6 +342,19 @@ async fn the_official_python_sdk_lists_previews_executes_and_meets_every_error()
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32700, "{body}");
+    // Past the body limit: 413 (from the router's body limit, as on every route).
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let resp = w
+        .relay
+        .http
+        .post(w.relay.url("/mcp"))
+        .bearer_auth(&w.key)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
     let metrics = w.metrics().await;
     for line in [
         "mcp_requests_total{method=\"initialize\"}",
