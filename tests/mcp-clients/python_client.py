@@ -12,14 +12,14 @@ import sys
 
 import httpx2
 import jsonschema
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, types
 from mcp.client.streamable_http import streamable_http_client
 
 T = json.loads(os.environ["MCP_TEST"])
 REPORT = {}
 
 
-def client(key, actor=None, mode="legacy", statuses=None):
+def client(key, actor=None, mode="legacy", statuses=None, elicitation_callback=None):
     headers = {"Authorization": f"Bearer {key}"}
     if actor:
         headers["Relay-Actor-Id"] = actor
@@ -29,7 +29,11 @@ def client(key, actor=None, mode="legacy", statuses=None):
             statuses.append((response.status_code, response.headers.get("www-authenticate")))
 
     http = httpx2.AsyncClient(headers=headers, timeout=30, event_hooks={"response": [record]})
-    return Client(streamable_http_client(T["url"], http_client=http), mode=mode)
+    return Client(
+        streamable_http_client(T["url"], http_client=http),
+        mode=mode,
+        elicitation_callback=elicitation_callback,
+    )
 
 
 def text(result):
@@ -100,6 +104,37 @@ async def webhook_is_previewed_then_executed_once():
         assert done.structured_content["replayed"] is False
         again = await c.call_tool("relay_execute_preview", {"preview_id": preview["preview_id"]})
         assert again.structured_content["replayed"] is True, again.structured_content
+
+
+async def elicitation_asks_the_user_before_sending():
+    """A 2026-07-28 client that can elicit: Relay asks the user to confirm the preview."""
+    asked = []
+
+    def answering(send):
+        async def callback(context, params):
+            asked.append(params.message)
+            assert params.requested_schema["properties"]["send"]["type"] == "boolean"
+            return types.ElicitResult(action="accept", content={"send": send})
+
+        return callback
+
+    for send in [True, False]:
+        async with client(T["key"], mode="auto", elicitation_callback=answering(send)) as c:
+            assert c.protocol_version == "2026-07-28", c.protocol_version
+            payload = {"event": "confirmed" if send else "declined"}
+            r = await c.call_tool("webhook_send", {"url": T["webhook_url"], "payload": payload})
+            assert not r.is_error, text(r)
+            # The user is shown exactly what will be sent.
+            assert "webhook.send" in asked[-1] and payload["event"] in asked[-1], asked[-1]
+            done = r.structured_content
+            if send:
+                assert done["status"] == "succeeded", done
+                assert done["result"]["status"] == 200, done
+                REPORT["confirmed_preview_id"] = done["preview_id"]
+            else:
+                assert done["status"] == "declined", done
+                REPORT["declined_preview_id"] = done["preview_id"]
+    assert len(asked) == 2, asked
 
 
 async def gmail_preview_renders_the_message():
@@ -228,6 +263,7 @@ async def main():
         drive_extract_reads_the_file,
         webhook_is_previewed_then_executed_once,
         gmail_preview_renders_the_message,
+        elicitation_asks_the_user_before_sending,
         errors_are_tool_results_a_model_can_act_on,
         a_wrong_api_key_is_refused,
         stdio_mode_runs_the_same_tools,

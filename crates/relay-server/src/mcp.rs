@@ -39,8 +39,8 @@ use relay_core::connect::StartRequest;
 use relay_core::{ActorId, ActorType, ProviderName, Scopes};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
-    Tool, ToolAnnotations,
+    InitializeResult, InputRequiredResult, JsonObject, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -259,14 +259,30 @@ impl RelayTools {
         tools
     }
 
-    async fn call(&self, call: &McpCall, params: CallToolRequestParams) -> CallToolResult {
+    async fn call(
+        &self,
+        call: &McpCall,
+        params: CallToolRequestParams,
+        can_elicit: bool,
+    ) -> CallToolResponse {
+        let confirmation = Confirmation {
+            can_elicit,
+            preview_id: params.request_state.clone(),
+            accepted: params
+                .input_responses
+                .as_ref()
+                .and_then(|r| serde_json::to_value(r).ok())
+                .map(|r| {
+                    r["confirm"]["action"] == "accept" && r["confirm"]["content"]["send"] == true
+                }),
+        };
         let args = params.arguments.unwrap_or_default();
         let name = params.name.as_ref();
         if name == EXECUTE_TOOL {
-            return self.execute_preview(call, &args).await;
+            return self.execute_preview(call, &args).await.into();
         }
         if name == CONNECT_TOOL {
-            return self.connect_account(call, &args).await;
+            return self.connect_account(call, &args).await.into();
         }
         // Known to exist: `call_tool` checked the name.
         let Some(descriptor) = self
@@ -277,9 +293,36 @@ impl RelayTools {
             .find(|d| tool_name(d.name) == name)
             .cloned()
         else {
-            return tool_error("validation_error", &format!("unknown tool {name}"), None);
+            return tool_error("validation_error", &format!("unknown tool {name}"), None).into();
         };
-        self.run_action(call, &descriptor, args).await
+        let previews = descriptor.side_effect != SideEffect::Read && !self.direct(descriptor.name);
+        if previews
+            && let (Some(preview_id), Some(accepted)) =
+                (&confirmation.preview_id, confirmation.accepted)
+        {
+            // The retry after the user answered the confirmation: send exactly the preview
+            // they saw, or nothing.
+            return self.confirmed(call, preview_id, accepted).await.into();
+        }
+        self.run_action(call, &descriptor, args, confirmation.can_elicit)
+            .await
+    }
+
+    /// The user's answer to a preview's confirmation (elicitation): execute it, or not.
+    async fn confirmed(&self, call: &McpCall, preview_id: &str, accepted: bool) -> CallToolResult {
+        if !accepted {
+            return success(
+                json!({"preview_id": preview_id, "status": "declined"}),
+                format!("The user did not confirm preview {preview_id}: nothing was sent."),
+            );
+        }
+        let mut args = JsonObject::new();
+        args.insert("preview_id".into(), json!(preview_id));
+        let mut result = self.execute_preview(call, &args).await;
+        if let Some(Value::Object(map)) = result.structured_content.as_mut() {
+            map.insert("preview_id".into(), json!(preview_id));
+        }
+        result
     }
 
     async fn run_action(
@@ -287,7 +330,8 @@ impl RelayTools {
         call: &McpCall,
         descriptor: &ActionDescriptor,
         mut args: JsonObject,
-    ) -> CallToolResult {
+        can_elicit: bool,
+    ) -> CallToolResponse {
         let workspace = &call.caller.workspace_id;
         // The routing arguments are Relay's; the rest are the action's parameters.
         let actor_arg = take_string(&mut args, "actor_id");
@@ -305,7 +349,7 @@ impl RelayTools {
             );
             let (provider, actor_type, actor_id) = match found {
                 Ok(a) => a,
-                Err(e) => return e,
+                Err(e) => return e.into(),
             };
             account = Some((provider.clone(), actor_type.clone(), actor_id.clone()));
             Some(ConnectionRef::Actor {
@@ -332,11 +376,14 @@ impl RelayTools {
             Ok(p) => p,
             Err(e) => {
                 self.state.actions.count_error(descriptor.name, &e);
-                return self.action_error(call, descriptor, account, e).await;
+                return self.action_error(call, descriptor, account, e).await.into();
             }
         };
         let direct = self.direct(descriptor.name);
         if descriptor.side_effect != SideEffect::Read && !direct {
+            if can_elicit {
+                return confirm_with_user(&preview.preview_id, descriptor.name, &preview.rendered);
+            }
             let text = format!(
                 "Preview {id} of {action}: nothing has been sent yet. This is exactly what will \
                  be sent. To send it, call {EXECUTE_TOOL} with preview_id \"{id}\" (valid until \
@@ -348,15 +395,16 @@ impl RelayTools {
             );
             let structured = json!({
                 "preview_id": preview.preview_id,
+                "status": "previewed",
                 "action": preview.action,
                 "rendered": preview.rendered,
                 "digest": preview.digest,
                 "expires_at": preview.expires_at,
             });
-            return success(structured, text);
+            return success(structured, text).into();
         }
         // A read, or an action the workspace lets run at once: execute the preview now.
-        match self
+        let executed = match self
             .state
             .actions
             .execute(workspace, &preview.preview_id, None)
@@ -386,7 +434,8 @@ impl RelayTools {
                 success(structured, text)
             }
             Err(e) => self.action_error(call, descriptor, account, e).await,
-        }
+        };
+        executed.into()
     }
 
     /// The provider and actor a connection-needing action acts for.
@@ -681,7 +730,12 @@ impl ServerHandler for RelayTools {
             .ok_or_else(|| ErrorData::internal_error("the request's caller is missing", None))?;
         let span =
             tracing::info_span!(parent: &call.span, "mcp_tool", tool = %truncate(&request.name));
-        let fut = self.call(&call, request).instrument(span);
+        // Clients of the 2026-07-28 revision declare their capabilities on each request.
+        let can_elicit = context
+            .meta
+            .client_capabilities()
+            .is_some_and(|c| c.elicitation.is_some());
+        let fut = self.call(&call, request, can_elicit).instrument(span);
         let result = match call.audit.clone() {
             Some(audit) => {
                 audit
@@ -693,8 +747,54 @@ impl ServerHandler for RelayTools {
             }
             None => fut.await,
         };
-        Ok(result.into())
+        Ok(result)
     }
+}
+
+/// Asks the user, through the client (MCP elicitation, as a multi round-trip request), to
+/// confirm exactly what the preview will send. The client retries the call with the answer
+/// and the preview id as `requestState`; [`RelayTools::confirmed`] then sends it or not. The
+/// state needs no sealing: a preview id only reaches previews of the caller's workspace, which
+/// `relay_execute_preview` executes anyway.
+fn confirm_with_user(preview_id: &str, action: &str, rendered: &Value) -> CallToolResponse {
+    let message = format!(
+        "Relay is about to perform {action} exactly as shown below. Send it?\n\n{}",
+        pretty(rendered)
+    );
+    let input = json!({
+        "resultType": "input_required",
+        "inputRequests": {
+            "confirm": {
+                "method": "elicitation/create",
+                "params": {
+                    "mode": "form",
+                    "message": message,
+                    "requestedSchema": {
+                        "type": "object",
+                        "properties": {
+                            "send": {"type": "boolean", "title": "Send it", "description": "Send exactly this"}
+                        },
+                        "required": ["send"]
+                    }
+                }
+            }
+        },
+        "requestState": preview_id,
+    });
+    match serde_json::from_value::<InputRequiredResult>(input) {
+        Ok(r) => r.into(),
+        // Cannot happen with the literal above; the preview still stands.
+        Err(_) => tool_error("internal_error", "could not ask for confirmation", None).into(),
+    }
+}
+
+/// Whether the client can be asked to confirm, and its answer on the retry.
+struct Confirmation {
+    can_elicit: bool,
+    /// `requestState` echoed back: the preview that was shown.
+    preview_id: Option<String>,
+    /// The user's answer, when this is the retry.
+    accepted: Option<bool>,
 }
 
 /// `gmail.send` → `gmail_send`: names MCP clients accept everywhere (`^[a-zA-Z0-9_-]{1,64}$`).
@@ -824,17 +924,22 @@ fn action_tool(d: &ActionDescriptor, direct: bool) -> Tool {
     tool
 }
 
+/// A previewing tool's result: the preview (`status: previewed`), or, when the user confirmed
+/// it through elicitation, its execution (`succeeded`) or refusal (`declined`).
 fn preview_output_schema() -> Value {
     json!({
         "type": "object",
         "properties": {
             "preview_id": {"type": "string", "description": "Pass to relay_execute_preview to send."},
+            "status": {"type": "string", "enum": ["previewed", "succeeded", "declined"]},
             "action": {"type": "string"},
             "rendered": {"type": "object", "description": "Exactly what will be sent."},
             "digest": {"type": "string", "description": "sha256: of the rendered request."},
-            "expires_at": {"type": "string", "description": "RFC 3339."}
+            "expires_at": {"type": "string", "description": "RFC 3339."},
+            "result": {"description": "What the provider answered (status succeeded)."},
+            "replayed": {"type": "boolean"}
         },
-        "required": ["preview_id", "action", "rendered", "digest", "expires_at"]
+        "required": ["preview_id", "status"]
     })
 }
 

@@ -307,6 +307,22 @@ async fn the_official_python_sdk_lists_previews_executes_and_meets_every_error()
         w.api.sent_messages().is_empty(),
         "a Gmail preview sends nothing"
     );
+    // Confirmed through elicitation: sent once; declined: never sent.
+    let deliveries_of = |id: &str| {
+        w.hooks
+            .deliveries()
+            .iter()
+            .filter(|d| d.header("webhook-id") == Some(id))
+            .count()
+    };
+    assert_eq!(
+        deliveries_of(report["confirmed_preview_id"].as_str().unwrap()),
+        1
+    );
+    assert_eq!(
+        deliveries_of(report["declined_preview_id"].as_str().unwrap()),
+        0
+    );
     assert!(
         report["protocol_versions"]
             .as_array()
