@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use relay_core::ServiceError;
@@ -83,6 +83,15 @@ impl ApiError {
     /// the operation.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// The request body is larger than the server accepts (1 MiB).
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than the 1 MiB this server accepts",
+        )
     }
 
     pub fn internal() -> Self {
@@ -195,6 +204,8 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "expected `Content-Type: application/json`",
             ),
+            // A body over the limit (a chunked one is only found out while it is read).
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(),
             other => Self::bad_request("invalid_request", other.body_text()),
         }
     }
@@ -210,6 +221,16 @@ fn body_timed_out(r: &JsonRejection) -> bool {
         cause = e.source();
     }
     false
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        // axum's own text says "Invalid URL: ..."; the segment itself is not echoed.
+        Self::bad_request(
+            "invalid_path",
+            format!("a path segment is not valid: {}", r.body_text()),
+        )
+    }
 }
 
 impl From<QueryRejection> for ApiError {

@@ -1,7 +1,8 @@
 //! Cross-cutting request handling: request ids, a span per request carrying the request id
 //! (and the audit context: request id, client address, API key), authentication and rate
 //! limits, HTTP metrics by route template (never by raw path), and JSON envelopes for 404,
-//! 405 and panics.
+//! 405, panics and the plain-text errors of layers that know nothing of the API (413, bad
+//! paths).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -64,7 +65,7 @@ pub(crate) async fn handle(
     let workspace_id = caller.as_ref().map(|c| c.workspace_id.as_str());
     let span = tracing::info_span!("request", request_id = %id, %method, %route, workspace_id);
     let context = relay_core::audit::RequestContext::new(id, client_addr);
-    let mut resp = context
+    let resp = context
         .scope(async {
             match rate_limit::admit(&state, caller, &mut req).await {
                 Admission::Refused(refusal) => refusal,
@@ -78,6 +79,7 @@ pub(crate) async fn handle(
         })
         .instrument(span.clone())
         .await;
+    let mut resp = envelope_plain_errors(resp).await;
     resp.headers_mut().insert(X_REQUEST_ID, request_id);
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
@@ -206,6 +208,57 @@ impl HttpMetrics {
         };
         (requests, m.duration.clone())
     }
+}
+
+/// The longest plain-text error body read to classify it (axum's and tower-http's are short).
+const MAX_PLAIN_ERROR: usize = 4096;
+
+/// Rewrites an error answered in plain text by a layer or extractor that knows nothing of the
+/// API (tower-http's body limit answers 413 "length limit exceeded", axum's path extractor 400
+/// "Invalid URL: ...") into the `{"error": {"code", "message"}}` envelope, so every error a
+/// client sees has a stable code. JSON errors, HTML pages (the OAuth callback) and successes
+/// pass untouched.
+async fn envelope_plain_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_plain = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !is_plain {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_PLAIN_ERROR)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(),
+        StatusCode::BAD_REQUEST if text.starts_with("Invalid URL") => ApiError::bad_request(
+            "invalid_path",
+            format!("a path segment is not valid: {text}"),
+        ),
+        StatusCode::BAD_REQUEST => ApiError::bad_request("invalid_request", text),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            status,
+            "unsupported_media_type",
+            "expected `Content-Type: application/json`",
+        ),
+        _ if status.is_server_error() => ApiError::internal(),
+        _ => ApiError::new(status, "invalid_request", text),
+    };
+    let mut rewritten = error.into_response();
+    // Headers the layers set (CORS, rate limits) are kept; the body's own are replaced.
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            rewritten
+                .headers_mut()
+                .entry(name)
+                .or_insert_with(|| value.clone());
+        }
+    }
+    rewritten
 }
 
 pub(crate) async fn not_found() -> ApiError {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use relay_core::audit::{AuditAction, AuditEvent};
 use relay_core::connection::Connection;
@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::oauth::{parse_actor, parse_provider};
 use crate::state::AppState;
 
@@ -139,7 +139,7 @@ pub async fn list_connections(
 pub async fn get_connection(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<ConnectionView>, ApiError> {
     let id = parse_connection_id(&id)?;
     let conn = state.tokens.connection(&caller.workspace_id, &id).await?;
@@ -303,7 +303,7 @@ pub struct TokenView {
 pub async fn get_connection_token(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<TokenQuery>,
 ) -> Result<
     (
@@ -393,7 +393,7 @@ pub struct DeletionView {
 pub async fn delete_connection(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<DeletionView>, ApiError> {
     let id = parse_connection_id(&id)?;
     // The deletion and its audit record commit in one transaction (TokenService::delete).

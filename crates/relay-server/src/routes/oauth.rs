@@ -1,6 +1,6 @@
 //! The connect flow: `/oauth/{provider}/authorize`, `/callback` and `/status`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use relay_core::connect::{CallbackError, CallbackParams, StartRequest};
@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 
 pub(crate) fn parse_provider(state: &AppState, raw: &str) -> Result<ProviderName, ApiError> {
@@ -98,7 +98,7 @@ pub struct AuthorizeResponse {
 pub async fn get_authorize(
     State(state): State<AppState>,
     caller: Caller,
-    Path(provider): Path<String>,
+    ApiPath(provider): ApiPath<String>,
     ApiQuery(q): ApiQuery<AuthorizeQuery>,
 ) -> Result<axum::Json<AuthorizeResponse>, ApiError> {
     use secrecy::ExposeSecret;
@@ -174,7 +174,7 @@ pub struct CallbackQuery {
     ))]
 pub async fn get_callback(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    ApiPath(provider): ApiPath<String>,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
     // Refused before anything is recorded: an unconfigured name must not mint an
@@ -361,7 +361,7 @@ pub struct LinkStatus {
 pub async fn get_status(
     State(state): State<AppState>,
     caller: Caller,
-    Path(provider): Path<String>,
+    ApiPath(provider): ApiPath<String>,
     ApiQuery(q): ApiQuery<StatusQuery>,
 ) -> Result<axum::Json<LinkStatus>, ApiError> {
     let provider = parse_provider(&state, &provider)?;

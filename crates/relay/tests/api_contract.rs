@@ -1,0 +1,127 @@
+//! The API contract at its edges, through the real server: every error a client can see is the
+//! `{"error": {"code", "message"}}` envelope with a stable code, including the ones answered by
+//! layers and extractors that know nothing of the API (body limits, undecodable paths).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends `head` (and then `body`, written while the answer is read, since the server may
+/// answer before it has read it all) over a fresh connection and returns the status, the
+/// `Content-Type` and the body of the answer.
+async fn raw(relay: &Relay, head: String, body: Vec<u8>) -> (u16, String, String) {
+    let addr = relay.url("").trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    wr.write_all(head.as_bytes()).await.unwrap();
+    // The server may close its side before the body is written: write errors are expected.
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&body).await;
+        wr
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        rd.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers within 30 s");
+    drop(writer.await);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).unwrap_or("0").parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+fn envelope_code(content_type: &str, body: &str) -> String {
+    assert!(
+        content_type.starts_with("application/json"),
+        "not JSON ({content_type}): {body}"
+    );
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(v["error"]["message"].is_string(), "{v}");
+    v["error"]["code"].as_str().unwrap().to_owned()
+}
+
+async fn relay_with_key() -> (Relay, String, FakeProvider, TempDir) {
+    let fake = FakeProvider::start(FakeProviderConfig::google()).await;
+    let dir = TempDir::new();
+    let toml = provider_toml("test", "oidc", &fake.issuer(), "");
+    let key = RelayOptions::new(dir.path(), &toml)
+        .create_api_key("acme")
+        .await;
+    let relay = Relay::start(RelayOptions::new(dir.path(), &toml)).await;
+    (relay, key, fake, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_outside_the_handlers_use_the_envelope() {
+    let (relay, key, _fake, _dir) = relay_with_key().await;
+
+    // A declared body over the 1 MiB limit: refused by the body-limit layer.
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let head = format!(
+        "POST /connections HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        big.len()
+    );
+    let (status, ct, body) = raw(&relay, head, big).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(envelope_code(&ct, &body), "payload_too_large");
+
+    // A chunked body over the limit: only found out while the JSON extractor reads it.
+    let mut chunked = Vec::new();
+    for _ in 0..3 {
+        chunked.extend_from_slice(b"100000\r\n");
+        chunked.extend(std::iter::repeat_n(b' ', 0x100000));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let head = format!(
+        "POST /connections HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let (status, ct, body) = raw(&relay, head, chunked).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(envelope_code(&ct, &body), "payload_too_large");
+
+    // Path segments that are not UTF-8 once decoded, on every route with a path parameter
+    // (including routes whose handlers use axum's own extractor).
+    for (method, path) in [
+        ("GET", "/connections/%FF"),
+        ("GET", "/connections/%FF/token"),
+        ("DELETE", "/connections/%FF"),
+        ("DELETE", "/api-keys/%FF"),
+        ("GET", "/oauth/%FF/status?actor_id=u1"),
+    ] {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let (status, ct, body) = raw(&relay, head, Vec::new()).await;
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        assert_eq!(envelope_code(&ct, &body), "invalid_path", "{method} {path}");
+    }
+
+    // Too many headers is refused by hyper's parser before the API sees the request: 431
+    // with an empty body (documented in docs/API.md as the one exception with the request line).
+    let mut head = String::from("GET /health HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..200 {
+        head.push_str(&format!("X-Filler-{i}: 1\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let (status, _, body) = raw(&relay, head, Vec::new()).await;
+    assert_eq!(status, 431, "{body}");
+    assert!(body.is_empty(), "{body}");
+}
