@@ -118,6 +118,17 @@ fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
             &mut item.delete,
         ];
         for op in operations.into_iter().flatten() {
+            // Answered by layers rather than handlers, so no handler annotation names them: a
+            // body over the limit, and a path segment that does not decode.
+            if op.request_body.is_some() {
+                add_error_response(op, "413", "payload_too_large: the body is over 1 MiB");
+            }
+            let has_path_param = op.parameters.iter().flatten().any(|p| {
+                matches!(p, RefOr::T(p) if matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path))
+            });
+            if has_path_param {
+                add_error_response(op, "400", "invalid_path: a path segment does not decode");
+            }
             for (status, response) in op.responses.responses.iter_mut() {
                 if let RefOr::T(r) = response
                     && r.description.is_empty()
@@ -134,6 +145,26 @@ fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
         }
     }
     doc
+}
+
+/// Documents an error envelope answer on `op`, unless its annotation already names `status`.
+fn add_error_response(op: &mut utoipa::openapi::path::Operation, status: &str, description: &str) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    op.responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .build(),
+                )
+                .build()
+                .into()
+        });
 }
 
 pub fn router(state: AppState) -> Router {
