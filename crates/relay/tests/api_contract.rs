@@ -125,3 +125,52 @@ async fn errors_outside_the_handlers_use_the_envelope() {
     assert_eq!(status, 431, "{body}");
     assert!(body.is_empty(), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_tokens_and_undecodable_queries_are_refused() {
+    let (relay, key, _fake, _dir) = relay_with_key().await;
+    let import = |access: &str, refresh: Option<&str>| {
+        serde_json::json!({
+            "provider": "test", "actor_id": "u1", "access_token": access,
+            "refresh_token": refresh, "expires_in": 3600,
+        })
+    };
+    for (access, refresh) in [
+        ("ab\u{0}c", None),
+        ("ab\u{7}c", None),
+        ("ab\u{7f}c", None),
+        ("abc", Some("r\u{0}")),
+        ("abc", Some("r\nx")),
+    ] {
+        let (status, v) = relay
+            .post_json("/connections", &key, &import(access, refresh))
+            .await;
+        assert_eq!(status, 422, "{access:?} {refresh:?}: {v}");
+        assert_eq!(v["error"]["code"], "validation_error", "{v}");
+    }
+    // Printable tokens (spaces included, as RFC 6749 allows) are still imported.
+    let (status, v) = relay
+        .post_json(
+            "/connections",
+            &key,
+            &import("ya29.a-b_c~d+e/f=", Some("1//r t")),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+
+    // Query strings that are not UTF-8 once decoded are refused, not mangled to U+FFFD.
+    for path in [
+        "/connections?actor_id=%FF%FE",
+        "/connections?provider=test&actor_id=a%C0",
+        "/oauth/test/authorize?actor_id=%FF%FE",
+        "/oauth/test/status?actor_id=%FF",
+        "/audit?actor_id=%FF",
+    ] {
+        let (status, v) = relay.get_json(path, &key).await;
+        assert_eq!(status, 400, "{path}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_query", "{path}: {v}");
+    }
+    // Encoded UTF-8 is still fine.
+    let (status, v) = relay.get_json("/connections?actor_id=%C3%A9", &key).await;
+    assert_eq!(status, 200, "{v}");
+}

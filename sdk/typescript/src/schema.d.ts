@@ -500,6 +500,7 @@ export interface components {
         };
         /** @description Existing tokens to import. */
         ImportConnection: {
+            /** @description 1 to 16,384 printable ASCII characters (no control characters). */
             access_token: string;
             actor_id: string;
             actor_type?: string | null;
@@ -508,6 +509,7 @@ export interface components {
             /** Format: int64 */
             expires_in?: number | null;
             provider: string;
+            /** @description 1 to 16,384 printable ASCII characters (no control characters). */
             refresh_token?: string | null;
             /** @description A list, or one space/comma separated string. */
             scopes?: string[] | null;

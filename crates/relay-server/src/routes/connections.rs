@@ -153,7 +153,9 @@ pub struct ImportConnection {
     provider: String,
     actor_id: String,
     actor_type: Option<String>,
+    /// 1 to 16,384 printable ASCII characters (no control characters).
     access_token: String,
+    /// 1 to 16,384 printable ASCII characters (no control characters).
     refresh_token: Option<String>,
     /// RFC 3339 time or Unix seconds. Give this or `expires_in`.
     #[schema(value_type = Option<String>)]
@@ -223,6 +225,19 @@ pub async fn create_connection(
         .is_some_and(|t| t.is_empty() || t.len() > 16 * 1024)
     {
         return Err(unprocessable("refresh_token must be 1 to 16384 characters"));
+    }
+    // RFC 6749 (appendix A.12, A.17): tokens are visible ASCII and space only. A NUL or other
+    // control character would be stored and later break the `Authorization` header it is sent in.
+    let vschar = |t: &str| t.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    if !vschar(&body.access_token) {
+        return Err(unprocessable(
+            "access_token must be printable ASCII (no control characters)",
+        ));
+    }
+    if body.refresh_token.as_deref().is_some_and(|t| !vschar(t)) {
+        return Err(unprocessable(
+            "refresh_token must be printable ASCII (no control characters)",
+        ));
     }
     if body.expires_at.is_some() && body.expires_in.is_some() {
         return Err(unprocessable("give expires_at or expires_in, not both"));

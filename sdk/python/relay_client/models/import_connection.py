@@ -25,13 +25,13 @@ class ImportConnection:
     """ Existing tokens to import.
 
         Attributes:
-            access_token (str):
+            access_token (str): 1 to 16,384 printable ASCII characters (no control characters).
             actor_id (str):
             provider (str):
             actor_type (None | str | Unset):
             expires_at (None | str | Unset): RFC 3339 time or Unix seconds. Give this or `expires_in`.
             expires_in (int | None | Unset):
-            refresh_token (None | str | Unset):
+            refresh_token (None | str | Unset): 1 to 16,384 printable ASCII characters (no control characters).
             scopes (list[str] | None | Unset): A list, or one space/comma separated string.
             token_type (None | str | Unset):
      """
