@@ -85,6 +85,16 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// A value is invalid. Always 422, whether it came in the body, the query or the path, so
+    /// that one code has one status.
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            message,
+        )
+    }
+
     /// The request body is larger than the server accepts (1 MiB).
     pub fn payload_too_large() -> Self {
         Self::new(

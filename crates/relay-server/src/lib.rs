@@ -147,14 +147,21 @@ fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Documents an error envelope answer on `op`, unless its annotation already names `status`.
+/// Documents an error envelope answer on `op`; when its annotation already names `status`, the
+/// description is extended instead (the body is the same envelope).
 fn add_error_response(op: &mut utoipa::openapi::path::Operation, status: &str, description: &str) {
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-    op.responses
-        .responses
-        .entry(status.to_owned())
-        .or_insert_with(|| {
-            ResponseBuilder::new()
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    match op.responses.responses.get_mut(status) {
+        Some(RefOr::T(existing)) => {
+            if existing.description.is_empty() {
+                existing.description = description.to_owned();
+            } else if !existing.description.contains(description) {
+                existing.description = format!("{}; {description}", existing.description);
+            }
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let response = ResponseBuilder::new()
                 .description(description)
                 .content(
                     "application/json",
@@ -162,9 +169,12 @@ fn add_error_response(op: &mut utoipa::openapi::path::Operation, status: &str, d
                         .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
                         .build(),
                 )
-                .build()
-                .into()
-        });
+                .build();
+            op.responses
+                .responses
+                .insert(status.to_owned(), response.into());
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -174,3 +174,63 @@ async fn control_characters_in_tokens_and_undecodable_queries_are_refused() {
     let (status, v) = relay.get_json("/connections?actor_id=%C3%A9", &key).await;
     assert_eq!(status, 200, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_errors_are_422_and_unknown_query_parameters_are_refused_everywhere() {
+    let (relay, key, _fake, _dir) = relay_with_key().await;
+    let (status, v) = relay
+        .post_json(
+            "/connections",
+            &key,
+            &serde_json::json!({"provider": "test", "actor_id": "u1", "access_token": "t"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+
+    // An invalid value is 422 `validation_error` whether it is in the body or the query
+    // (`POST /connections` answered 400 for a bad actor id and 422 for a bad token).
+    let (status, v) = relay
+        .post_json(
+            "/connections",
+            &key,
+            &serde_json::json!({"provider": "test", "actor_id": "", "access_token": "t"}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (422, Some("validation_error")),
+        "{v}"
+    );
+    for path in [
+        "/connections?actor_id=".to_owned(),
+        "/connections?limit=0".to_owned(),
+        "/oauth/test/authorize?actor_id=".to_owned(),
+        "/oauth/test/status?actor_id=".to_owned(),
+        format!("/connections/{id}/token?min_ttl=100000"),
+        "/audit?limit=0".to_owned(),
+    ] {
+        let (status, v) = relay.get_json(&path, &key).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (422, Some("validation_error")),
+            "{path}: {v}"
+        );
+    }
+
+    // Unknown query parameters are refused on every route with a query, as `/audit` did.
+    for path in [
+        "/connections?colour=red".to_owned(),
+        "/oauth/test/authorize?actor_id=a&colour=red".to_owned(),
+        "/oauth/test/status?actor_id=a&colour=red".to_owned(),
+        format!("/connections/{id}/token?colour=red"),
+        "/audit?colour=red".to_owned(),
+    ] {
+        let (status, v) = relay.get_json(&path, &key).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{path}: {v}"
+        );
+    }
+}

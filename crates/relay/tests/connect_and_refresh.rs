@@ -745,17 +745,26 @@ async fn bad_input_gets_stable_errors(backend: Backend) {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 415);
 
-    // Queries.
-    for path in [
-        "/oauth/test/authorize".to_owned(),
-        "/oauth/test/authorize?actor_id=".to_owned(),
-        "/oauth/test/authorize?actor_id=a&scopes=bad%22scope".to_owned(),
-        format!("/connections/{id}/token?min_ttl=abc"),
-        format!("/connections/{id}/token?force_refresh=maybe"),
-        "/connections?limit=0".to_owned(),
+    // Queries: missing or ill-typed parameters are 400 `invalid_query`, invalid values 422
+    // `validation_error` (the one status that code has everywhere).
+    for (path, status) in [
+        ("/oauth/test/authorize".to_owned(), 400),
+        ("/oauth/test/authorize?actor_id=".to_owned(), 422),
+        (
+            "/oauth/test/authorize?actor_id=a&scopes=bad%22scope".to_owned(),
+            422,
+        ),
+        (format!("/connections/{id}/token?min_ttl=abc"), 400),
+        (format!("/connections/{id}/token?force_refresh=maybe"), 400),
+        ("/connections?limit=0".to_owned(), 422),
     ] {
         let (s, b) = r.get_json(&path, &w.key).await;
-        assert_eq!(s, 400, "{path}: {b}");
+        let expected = if status == 400 {
+            "invalid_query"
+        } else {
+            "validation_error"
+        };
+        assert_eq!((s, code(&b).as_str()), (status, expected), "{path}: {b}");
     }
     // return_to outside the allow-list.
     for rt in [

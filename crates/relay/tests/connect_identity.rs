@@ -173,7 +173,7 @@ async fn overlong_or_control_character_parameters_are_refused() {
         let (status, body) = relay
             .get_json(&format!("/oauth/test/authorize?{query}"), &key)
             .await;
-        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(status, 422, "{query}: {body}");
         assert_eq!(body["error"]["code"], "validation_error");
     }
 }

@@ -99,30 +99,25 @@ pub struct AuditPage {
 fn parse_time(field: &str, v: &str) -> Result<Timestamp, ApiError> {
     chrono::DateTime::parse_from_rfc3339(v)
         .map(|t| Timestamp(t.timestamp_millis()))
-        .map_err(|_| {
-            ApiError::bad_request(
-                "validation_error",
-                format!("{field} must be an RFC 3339 time"),
-            )
-        })
+        .map_err(|_| ApiError::validation(format!("{field} must be an RFC 3339 time")))
 }
 
 fn bounded_id(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
     match v {
-        Some(s) if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) => {
-            Err(ApiError::bad_request(
-                "validation_error",
-                format!("{field} must be 1 to 256 printable characters"),
-            ))
-        }
+        Some(s) if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) => Err(
+            ApiError::validation(format!("{field} must be 1 to 256 printable characters")),
+        ),
         other => Ok(other),
     }
 }
 
 /// The workspace's audit records, newest first (admin keys only).
 #[utoipa::path(get, path = "/audit", tag = "operations", params(AuditQuery),
-    responses((status = 200, body = AuditPage), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
-        (status = 403, body = ErrorEnvelope, description = "`forbidden`: not an admin key")),
+    responses((status = 200, body = AuditPage),
+        (status = 400, body = ErrorEnvelope, description = "invalid_query (ill-typed or unknown parameter), invalid_cursor"),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope, description = "`forbidden`: not an admin key"),
+        (status = 422, body = ErrorEnvelope, description = "validation_error: bad time, action, id or limit")),
     security(("api_key" = [])))]
 pub async fn list_audit(
     State(state): State<AppState>,
@@ -131,18 +126,14 @@ pub async fn list_audit(
 ) -> Result<axum::Json<AuditPage>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "validation_error",
-            "limit must be between 1 and 1000",
-        ));
+        return Err(ApiError::validation("limit must be between 1 and 1000"));
     }
     let action = q
         .action
         .as_deref()
         .map(|a| {
-            AuditAction::parse(a).ok_or_else(|| {
-                ApiError::bad_request("validation_error", format!("unknown action {a:?}"))
-            })
+            AuditAction::parse(a)
+                .ok_or_else(|| ApiError::validation(format!("unknown action {a:?}")))
         })
         .transpose()?;
     let before_seq = q

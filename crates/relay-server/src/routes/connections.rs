@@ -74,6 +74,7 @@ pub struct ConnectionList {
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     provider: Option<String>,
     actor_id: Option<String>,
@@ -89,7 +90,11 @@ fn parse_connection_id(raw: &str) -> Result<ConnectionId, ApiError> {
 
 /// List the workspace's connections.
 #[utoipa::path(get, path = "/connections", tag = "connections", params(ListQuery),
-    responses((status = 200, body = ConnectionList), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
+    responses((status = 200, body = ConnectionList),
+        (status = 400, body = ErrorEnvelope, description = "invalid_query: ill-typed or unknown parameter"),
+        (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope, description = "Unknown provider"),
+        (status = 422, body = ErrorEnvelope, description = "validation_error: invalid actor or limit")),
     security(("api_key" = [])))]
 pub async fn list_connections(
     State(state): State<AppState>,
@@ -109,10 +114,7 @@ pub async fn list_connections(
         None => (None, None),
     };
     if q.limit.is_some_and(|l| l == 0 || l > 1000) {
-        return Err(ApiError::bad_request(
-            "validation_error",
-            "limit must be between 1 and 1000",
-        ));
+        return Err(ApiError::validation("limit must be between 1 and 1000"));
     }
     let list = state
         .tokens
@@ -288,6 +290,7 @@ pub async fn create_connection(
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct TokenQuery {
     /// The token must stay valid at least this many seconds (refreshed first if not).
     min_ttl: Option<u64>,
@@ -309,9 +312,11 @@ pub struct TokenView {
     params(("id" = String, Path), TokenQuery),
     responses(
         (status = 200, body = TokenView),
+        (status = 400, body = ErrorEnvelope, description = "invalid_query: ill-typed or unknown parameter"),
         (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope),
         (status = 409, body = ErrorEnvelope, description = "needs_reauth: the user must reconnect"),
+        (status = 422, body = ErrorEnvelope, description = "validation_error: min_ttl over 86400"),
         (status = 503, body = ErrorEnvelope, description = "provider_unavailable: try again after Retry-After"),
     ),
     security(("api_key" = [])))]
@@ -329,8 +334,7 @@ pub async fn get_connection_token(
 > {
     let id = parse_connection_id(&id)?;
     if q.min_ttl.is_some_and(|t| t > 86_400) {
-        return Err(ApiError::bad_request(
-            "validation_error",
+        return Err(ApiError::validation(
             "min_ttl must be at most 86400 seconds",
         ));
     }

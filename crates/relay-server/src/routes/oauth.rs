@@ -26,11 +26,9 @@ pub(crate) fn parse_actor(
     actor_id: &str,
     actor_type: Option<&str>,
 ) -> Result<(ActorType, ActorId), ApiError> {
-    let actor_id = ActorId::parse(actor_id)
-        .map_err(|e| ApiError::bad_request("validation_error", e.to_string()))?;
+    let actor_id = ActorId::parse(actor_id).map_err(|e| ApiError::validation(e.to_string()))?;
     let actor_type = match actor_type {
-        Some(t) => ActorType::parse(t)
-            .map_err(|e| ApiError::bad_request("validation_error", e.to_string()))?,
+        Some(t) => ActorType::parse(t).map_err(|e| ApiError::validation(e.to_string()))?,
         None => ActorType::user(),
     };
     Ok((actor_type, actor_id))
@@ -38,6 +36,7 @@ pub(crate) fn parse_actor(
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct AuthorizeQuery {
     /// Your identifier for the end user.
     actor_id: String,
@@ -66,10 +65,9 @@ fn bounded(name: &str, value: Option<String>, max: usize) -> Result<Option<Strin
     match value {
         Some(v) if v.is_empty() => Ok(None),
         Some(v) if v.chars().count() > max || v.chars().any(char::is_control) => {
-            Err(ApiError::bad_request(
-                "validation_error",
-                format!("{name} must be at most {max} characters, without control characters"),
-            ))
+            Err(ApiError::validation(format!(
+                "{name} must be at most {max} characters, without control characters"
+            )))
         }
         other => Ok(other),
     }
@@ -90,9 +88,10 @@ pub struct AuthorizeResponse {
     params(("provider" = String, Path, description = "Configured provider name"), AuthorizeQuery),
     responses(
         (status = 200, body = AuthorizeResponse),
-        (status = 400, body = ErrorEnvelope, description = "Invalid actor, scopes or refused return_to; `identity_unverifiable` when expected_subject or expected_email is given for a provider that cannot say who signed in"),
+        (status = 400, body = ErrorEnvelope, description = "invalid_query (missing, ill-typed or unknown parameter), return_to_not_allowed; `identity_unverifiable` when expected_subject or expected_email is given for a provider that cannot say who signed in"),
         (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope, description = "Unknown provider"),
+        (status = 422, body = ErrorEnvelope, description = "validation_error: invalid actor or scopes"),
     ),
     security(("api_key" = [])))]
 pub async fn get_authorize(
@@ -109,7 +108,7 @@ pub async fn get_authorize(
         .as_deref()
         .map(Scopes::parse)
         .transpose()
-        .map_err(|e| ApiError::bad_request("validation_error", e.to_string()))?;
+        .map_err(|e| ApiError::validation(e.to_string()))?;
     let return_to = match q.return_to {
         None => None,
         Some(raw) => {
@@ -334,6 +333,7 @@ fn escape(s: &str) -> String {
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct StatusQuery {
     actor_id: String,
     actor_type: Option<String>,
@@ -356,7 +356,10 @@ pub struct LinkStatus {
 /// Whether an actor is linked at a provider.
 #[utoipa::path(get, path = "/oauth/{provider}/status", tag = "oauth",
     params(("provider" = String, Path), StatusQuery),
-    responses((status = 200, body = LinkStatus), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    responses((status = 200, body = LinkStatus),
+        (status = 400, body = ErrorEnvelope, description = "invalid_query: missing, ill-typed or unknown parameter"),
+        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope, description = "validation_error: invalid actor")),
     security(("api_key" = [])))]
 pub async fn get_status(
     State(state): State<AppState>,
