@@ -417,7 +417,9 @@ pub trait ActionStore: Send + Sync + 'static {
         &self,
         secret: &WebhookSecretRecord,
     ) -> Result<bool, StoreError>;
-    /// Retires the current secret at `retire_at` and makes `secret` current, atomically.
+    /// Retires the current secret at `retire_at` and makes `secret` current, atomically; a
+    /// secret rotated out before stops signing at `secret.created_at` (only the current and the
+    /// previous secret sign).
     async fn rotate_webhook_secret(
         &self,
         secret: &WebhookSecretRecord,

@@ -270,6 +270,18 @@ macro_rules! sql_action_store {
                 retire_at: Timestamp,
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool().begin().await.map_err(err)?;
+                // Only the current and the previous secret sign: a secret rotated out earlier
+                // stops now, however much of its grace period was left (otherwise each rotation
+                // within the grace period added one more signature to every delivery).
+                sqlx::query(
+                    "UPDATE webhook_secrets SET retires_at = $1 \
+                     WHERE workspace_id = $2 AND retires_at IS NOT NULL AND retires_at > $1",
+                )
+                .bind(s.created_at.0)
+                .bind(s.workspace_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
                 sqlx::query(
                     "UPDATE webhook_secrets SET retires_at = $1 WHERE workspace_id = $2 AND retires_at IS NULL",
                 )

@@ -238,6 +238,27 @@ async fn webhook_secrets_rotate_with_a_grace_period(t: &TestDb) {
     let after = store.webhook_secrets(&ws, grace_end).await.expect("list");
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].id, "whs_2");
+    // Rotating again within the grace period: the current and the previous secret sign, the
+    // one before stops at once (29 rotations used to mean 30 signatures on every delivery).
+    let t2 = t1.plus(Duration::from_secs(5));
+    let grace_end2 = t2.plus(Duration::from_secs(100));
+    store
+        .rotate_webhook_secret(&secret(&ws, "whs_3", t2), grace_end2)
+        .await
+        .expect("rotate again");
+    let t3 = t2.plus(Duration::from_secs(5));
+    store
+        .rotate_webhook_secret(&secret(&ws, "whs_4", t3), t3.plus(Duration::from_secs(100)))
+        .await
+        .expect("rotate a third time");
+    let signing: Vec<_> = store
+        .webhook_secrets(&ws, t3)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(signing, vec!["whs_4".to_owned(), "whs_3".to_owned()]);
     let other = workspace(t, "other").await;
     assert!(
         store

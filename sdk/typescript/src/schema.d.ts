@@ -586,7 +586,10 @@ export interface components {
          */
         Role: "admin" | "service";
         RotatedWebhookSecret: {
-            /** @description Until then deliveries carry a signature by the previous secret too. */
+            /**
+             * @description Until then deliveries carry a signature by the previous secret too. Only the current
+             *     and the previous secret sign: an older one stops at this rotation.
+             */
             previous_valid_until: string;
             secret: string;
         };

@@ -22,7 +22,8 @@ pub struct WebhookSecret {
 #[derive(Serialize, ToSchema)]
 pub struct RotatedWebhookSecret {
     secret: String,
-    /// Until then deliveries carry a signature by the previous secret too.
+    /// Until then deliveries carry a signature by the previous secret too. Only the current
+    /// and the previous secret sign: an older one stops at this rotation.
     previous_valid_until: String,
 }
 

@@ -22,7 +22,8 @@ T = TypeVar("T", bound="RotatedWebhookSecret")
 class RotatedWebhookSecret:
     """ 
         Attributes:
-            previous_valid_until (str): Until then deliveries carry a signature by the previous secret too.
+            previous_valid_until (str): Until then deliveries carry a signature by the previous secret too. Only the current
+                and the previous secret sign: an older one stops at this rotation.
             secret (str):
      """
 
