@@ -23,6 +23,8 @@ pub struct ApiError {
     /// The `WWW-Authenticate` challenge of a 401 (RFC 6750); every 401 carries one, `Bearer`
     /// when this is `None`.
     pub www_authenticate: Option<&'static str>,
+    /// The provider's own HTTP status, when the error is its refusal (`{api}_4xx`).
+    pub provider_status: Option<u16>,
 }
 
 /// The challenge of a 401 when a bearer token was presented but is not valid (RFC 6750 §3.1).
@@ -40,6 +42,9 @@ pub struct ErrorBody {
     pub code: String,
     /// Human-readable; may change.
     pub message: String,
+    /// The provider's own HTTP status, on a refusal by the provider API (`{api}_4xx`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_status: Option<u16>,
 }
 
 impl ApiError {
@@ -50,6 +55,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             www_authenticate: None,
+            provider_status: None,
         }
     }
 
@@ -147,6 +153,7 @@ impl From<ServiceError> for ApiError {
                     message: format!("the provider is temporarily unavailable: {detail}"),
                     retry_after: Some(retry_after.unwrap_or(Duration::from_secs(5))),
                     www_authenticate: None,
+                    provider_status: None,
                 }
             }
             ServiceError::ProviderRejected { detail } => {
@@ -255,6 +262,7 @@ impl IntoResponse for ApiError {
             error: ErrorBody {
                 code: self.code.to_owned(),
                 message: self.message,
+                provider_status: self.provider_status,
             },
         };
         let mut resp = (self.status, Json(body)).into_response();

@@ -718,7 +718,9 @@ async fn provider_failures_are_classified_and_only_retryable_ones_retried() {
         }
     };
     let (s, body, calls) = run(vec![ApiFault::Status(400)]).await;
-    assert_eq!((s, code(&body), calls), (502, "gmail_4xx", 1), "{body}");
+    // The provider's refusal is a 4xx (424), not a 502 that clients would retry.
+    assert_eq!((s, code(&body), calls), (424, "gmail_4xx", 1), "{body}");
+    assert_eq!(body["error"]["provider_status"], 400, "{body}");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -745,7 +747,9 @@ async fn provider_failures_are_classified_and_only_retryable_ones_retried() {
         3
     ])
     .await;
-    assert_eq!((s, code(&body), calls), (502, "gmail_4xx", 3), "{body}");
+    // A 429 still there after the retries is transient: 503, with the provider's status.
+    assert_eq!((s, code(&body), calls), (503, "gmail_4xx", 3), "{body}");
+    assert_eq!(body["error"]["provider_status"], 429, "{body}");
     // Slower than the 1.5 s request timeout: reported as a timeout, never re-sent.
     let preview_id = w.gmail_preview(&conn).await;
     w.api.push_fault(ApiFault::Delay(Duration::from_secs(3)));
@@ -1011,7 +1015,8 @@ async fn drive_extract_reads_every_supported_type_and_explains_failures() {
     let (s, body, _) = extract(ids[6].to_owned()).await;
     assert_eq!((s, code(&body)), (413, "file_too_large"), "{body}");
     let (s, body, _) = extract("1missingAAAAAAAAAAAAAAAA".to_owned()).await;
-    assert_eq!((s, code(&body)), (502, "drive_4xx"), "{body}");
+    assert_eq!((s, code(&body)), (424, "drive_4xx"), "{body}");
+    assert_eq!(body["error"]["provider_status"], 404, "{body}");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -1144,7 +1149,8 @@ async fn outlook_send_delivers_through_graph() {
             &json!({"preview_id": p["preview_id"]}),
         )
         .await;
-    assert_eq!((s, code(&body)), (502, "outlook_4xx"), "{body}");
+    assert_eq!((s, code(&body)), (424, "outlook_4xx"), "{body}");
+    assert_eq!(body["error"]["provider_status"], 400, "{body}");
     let (_, p) = relay
         .post_json(
             "/actions/preview",
@@ -1339,7 +1345,8 @@ async fn webhook_failures_report_status_and_body_timeouts_and_connection_failure
         body: "no such hook".into(),
     });
     let (s, body) = send(w.hooks.url()).await;
-    assert_eq!((s, code(&body)), (502, "webhook_4xx"), "{body}");
+    assert_eq!((s, code(&body)), (424, "webhook_4xx"), "{body}");
+    assert_eq!(body["error"]["provider_status"], 404, "{body}");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -1352,7 +1359,7 @@ async fn webhook_failures_report_status_and_body_timeouts_and_connection_failure
     ));
     let before = w.hooks.deliveries().len();
     let (s, body) = send(w.hooks.url()).await;
-    assert_eq!((s, code(&body)), (502, "webhook_4xx"), "{body}");
+    assert_eq!((s, code(&body)), (424, "webhook_4xx"), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("302"));
     assert_eq!(w.hooks.deliveries().len(), before + 1);
     // 503 is retried, then succeeds.

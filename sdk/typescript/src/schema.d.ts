@@ -478,6 +478,11 @@ export interface components {
             code: string;
             /** @description Human-readable; may change. */
             message: string;
+            /**
+             * Format: int32
+             * @description The provider's own HTTP status, on a refusal by the provider API (`{api}_4xx`).
+             */
+            provider_status?: number | null;
         };
         /** @description The error envelope, as documented in the OpenAPI description. */
         ErrorEnvelope: {
@@ -722,6 +727,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description {api}_4xx: the provider API refused the request; error.provider_status has its status (408 and 429 answer 503) */
+            424: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description provider_disabled */
             501: {
                 headers: {
@@ -731,7 +745,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description {api}_4xx, {api}_5xx, connection_failed */
+            /** @description {api}_5xx, connection_failed */
             502: {
                 headers: {
                     [name: string]: unknown;

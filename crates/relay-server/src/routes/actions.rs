@@ -41,9 +41,18 @@ impl From<ActionError> for ApiError {
             | ActionError::InProgress
             | ActionError::InDoubt => StatusCode::CONFLICT,
             ActionError::ScopeMissing(_) => StatusCode::FORBIDDEN,
-            ActionError::Upstream4xx { .. }
-            | ActionError::Upstream5xx { .. }
-            | ActionError::ConnectionFailed(_) => StatusCode::BAD_GATEWAY,
+            // The provider refused this request (Drive's 403 for a file the user cannot read,
+            // Gmail's 400): retrying cannot help, so not a 5xx (which SDKs and proxies retry).
+            // 424 Failed Dependency rather than 422: the request was valid for Relay, and a
+            // distinct status keeps "Relay refused" and "the provider refused" apart.
+            // Its 408 and 429 (still there after the retries) are transient: 503, try later.
+            ActionError::Upstream4xx {
+                status: 408 | 429, ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
+            ActionError::Upstream4xx { .. } => StatusCode::FAILED_DEPENDENCY,
+            ActionError::Upstream5xx { .. } | ActionError::ConnectionFailed(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ActionError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ActionError::CircuitOpen(..) => StatusCode::SERVICE_UNAVAILABLE,
             ActionError::FileTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -55,12 +64,17 @@ impl From<ActionError> for ApiError {
             ActionError::InProgress => Some(Duration::from_secs(1)),
             _ => None,
         };
+        let provider_status = match &e {
+            ActionError::Upstream4xx { status, .. } => Some(*status),
+            _ => None,
+        };
         Self {
             status,
             code: e.reason(),
             message: e.to_string(),
             retry_after,
             www_authenticate: None,
+            provider_status,
         }
     }
 }
@@ -71,7 +85,8 @@ fn replayed_status(reason: &str) -> StatusCode {
         "timeout" => StatusCode::GATEWAY_TIMEOUT,
         "file_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "unsupported_file_type" => StatusCode::UNPROCESSABLE_ENTITY,
-        r if r.ends_with("_4xx") || r.ends_with("_5xx") => StatusCode::BAD_GATEWAY,
+        r if r.ends_with("_4xx") => StatusCode::FAILED_DEPENDENCY,
+        r if r.ends_with("_5xx") => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -256,7 +271,8 @@ pub struct ExecuteResponse {
         (status = 410, body = ErrorEnvelope, description = "preview_expired"),
         (status = 422, body = ErrorEnvelope, description = "idempotency_key_reused, destination_blocked"),
         (status = 501, body = ErrorEnvelope, description = "provider_disabled"),
-        (status = 502, body = ErrorEnvelope, description = "{api}_4xx, {api}_5xx, connection_failed"),
+        (status = 424, body = ErrorEnvelope, description = "{api}_4xx: the provider API refused the request; error.provider_status has its status (408 and 429 answer 503)"),
+        (status = 502, body = ErrorEnvelope, description = "{api}_5xx, connection_failed"),
         (status = 503, body = ErrorEnvelope, description = "circuit_open"),
         (status = 504, body = ErrorEnvelope, description = "timeout")),
     security(("api_key" = [])))]

@@ -8,6 +8,8 @@ from attrs import field as _attrs_field
 
 from ..types import UNSET, Unset
 
+from ..types import UNSET, Unset
+from typing import cast
 
 
 
@@ -24,10 +26,13 @@ class ErrorBody:
         Attributes:
             code (str): Stable, snake_case; switch on this.
             message (str): Human-readable; may change.
+            provider_status (int | None | Unset): The provider's own HTTP status, on a refusal by the provider API
+                (`{api}_4xx`).
      """
 
     code: str
     message: str
+    provider_status: int | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
 
@@ -39,6 +44,12 @@ class ErrorBody:
 
         message = self.message
 
+        provider_status: int | None | Unset
+        if isinstance(self.provider_status, Unset):
+            provider_status = UNSET
+        else:
+            provider_status = self.provider_status
+
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -46,6 +57,8 @@ class ErrorBody:
             "code": code,
             "message": message,
         })
+        if provider_status is not UNSET:
+            field_dict["provider_status"] = provider_status
 
         return field_dict
 
@@ -58,9 +71,20 @@ class ErrorBody:
 
         message = d.pop("message")
 
+        def _parse_provider_status(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        provider_status = _parse_provider_status(d.pop("provider_status", UNSET))
+
+
         error_body = cls(
             code=code,
             message=message,
+            provider_status=provider_status,
         )
 
 

@@ -96,6 +96,13 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
 
         return response_422
 
+    if response.status_code == 424:
+        response_424 = ErrorEnvelope.from_dict(response.json())
+
+
+
+        return response_424
+
     if response.status_code == 501:
         response_501 = ErrorEnvelope.from_dict(response.json())
 
