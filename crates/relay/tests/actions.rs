@@ -782,7 +782,25 @@ async fn the_circuit_breaker_opens_after_five_failures_and_shows_in_ready() {
         "circuit closed"
     );
     let (conn, _) = w.connect_google("u1", &[GMAIL_SEND]).await;
-    for _ in 0..5 {
+    // An execute whose three attempts (`retry_attempts = 2`) all fail is one failure, not
+    // three: two such executes (six failed attempts) leave the breaker closed.
+    for _ in 0..2 {
+        let preview_id = w.gmail_preview(&conn).await;
+        let before = w.api.requests().len();
+        for _ in 0..3 {
+            w.api.push_fault(ApiFault::Status(503));
+        }
+        let (s, body, _) = w.execute(&preview_id, None).await;
+        assert_eq!((s, code(&body)), (502, "gmail_5xx"), "{body}");
+        assert_eq!(w.api.requests().len() - before, 3, "two retries");
+    }
+    let (_, ready) = w.relay.get_json("/ready", &w.key).await;
+    assert_eq!(
+        ready["checks"]["provider_api:google"]["detail"], "circuit closed",
+        "{ready}"
+    );
+    // Three more failed calls make five: the breaker opens.
+    for _ in 0..3 {
         let preview_id = w.gmail_preview(&conn).await;
         w.api.push_fault(ApiFault::Status(500));
         let (s, body, _) = w.execute(&preview_id, None).await;

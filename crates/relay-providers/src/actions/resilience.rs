@@ -6,8 +6,8 @@
 //! service did not process it). Never retried: a timeout or broken connection after a send
 //! was written (it may have been delivered), and any other status.
 //!
-//! The breaker opens after `failures` consecutive failures (5xx, 429, timeouts, connect
-//! errors), refuses calls for `open_for`, then lets one trial call through (half-open): its
+//! The breaker opens after `failures` consecutive failed calls (a call fails when its last
+//! attempt got a 5xx, 429, timeout or connect error; its retries do not count again), refuses calls for `open_for`, then lets one trial call through (half-open): its
 //! success closes the breaker, its failure opens it again. Time comes from the `Clock` port,
 //! so tests move it instead of sleeping.
 
@@ -242,22 +242,43 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// Makes the call, retrying as the policy allows. The breaker is asked once and told the
+    /// outcome once, whatever the number of attempts: one execute whose five attempts all
+    /// failed is one failure, not five (which alone opened the breaker).
     pub async fn run<F>(&self, build: F) -> Result<Answer, ActionError>
+    where
+        F: Fn() -> reqwest::RequestBuilder,
+    {
+        if let Some(b) = self.breaker
+            && let Err(wait) = b.acquire(self.breaker_key)
+        {
+            return Err(ActionError::CircuitOpen(self.breaker_key.to_owned(), wait));
+        }
+        let mut failed = false;
+        let result = self.attempts(build, &mut failed).await;
+        if let Some(b) = self.breaker {
+            if failed {
+                b.failure(self.breaker_key);
+            } else {
+                b.success(self.breaker_key);
+            }
+        }
+        result
+    }
+
+    /// The attempts of one call; `failed` says whether the last one was a provider failure
+    /// (connect error, timeout, 5xx, 429).
+    async fn attempts<F>(&self, build: F, failed: &mut bool) -> Result<Answer, ActionError>
     where
         F: Fn() -> reqwest::RequestBuilder,
     {
         let mut attempt = 0u32;
         loop {
-            if let Some(b) = self.breaker
-                && let Err(wait) = b.acquire(self.breaker_key)
-            {
-                return Err(ActionError::CircuitOpen(self.breaker_key.to_owned(), wait));
-            }
             let last = attempt >= self.retry.max_retries;
             let outcome = build().send().await;
             let retry_in = match outcome {
                 Err(e) if e.is_connect() => {
-                    self.failed();
+                    *failed = true;
                     if last {
                         return Err(ActionError::ConnectionFailed(format!(
                             "could not connect to {}: {}",
@@ -268,7 +289,7 @@ impl Call<'_> {
                     self.retry.backoff(attempt)
                 }
                 Err(e) if e.is_timeout() => {
-                    self.failed();
+                    *failed = true;
                     if self.effect == Effect::Send || last {
                         return Err(ActionError::Timeout(format!(
                             "{} did not answer in time{}",
@@ -283,7 +304,7 @@ impl Call<'_> {
                     self.retry.backoff(attempt)
                 }
                 Err(_) => {
-                    self.failed();
+                    *failed = true;
                     return Err(ActionError::Timeout(format!(
                         "the connection to {} broke before an answer arrived; the request may have been delivered, so it is not repeated",
                         self.api.as_str()
@@ -292,11 +313,7 @@ impl Call<'_> {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let retryable = matches!(status, 429 | 502 | 503 | 504);
-                    if status >= 500 || status == 429 {
-                        self.failed();
-                    } else if let Some(b) = self.breaker {
-                        b.success(self.breaker_key);
-                    }
+                    *failed = status >= 500 || status == 429;
                     let retry_after = retry_after(resp.headers());
                     if !retryable || last {
                         let headers = resp.headers().clone();
@@ -333,12 +350,6 @@ impl Call<'_> {
             );
             tokio::time::sleep(retry_in).await;
             attempt += 1;
-        }
-    }
-
-    fn failed(&self) {
-        if let Some(b) = self.breaker {
-            b.failure(self.breaker_key);
         }
     }
 }
