@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `api-key create|revoke`, `vault status|reseal`,
-//! `audit verify|export`, `mcp` (stdio MCP for local agents).
+//! `audit verify|export`, `mcp` (stdio MCP for local agents), `health`.
 
 use std::path::PathBuf;
 
@@ -62,6 +62,16 @@ enum Command {
         /// The actor's type (default `user`).
         #[arg(long, env = "RELAY_ACTOR_TYPE")]
         actor_type: Option<String>,
+    },
+    /// Probe a running instance's `/ready`: exit 0 when ready, 1 otherwise (for container
+    /// health checks; the image has no curl).
+    Health {
+        /// URL to probe (default: `/ready` on the configured listen port, over loopback).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, value_name = "SECS", default_value_t = 3)]
+        timeout: u64,
     },
 }
 
@@ -204,6 +214,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         telemetry.shutdown();
         return result;
     }
+    if let Command::Health { url, timeout } = cli.command {
+        // No logging set-up: a health check prints one line, every few seconds.
+        let timeout = std::time::Duration::from_secs(timeout.max(1));
+        return crate::health::probe(cli.config.as_deref(), url, timeout).await;
+    }
     let config = Config::load(cli.config.as_deref())?;
     let telemetry = logging::init_logging(&config.log_format);
     let result = run_command(cli.command, config).await;
@@ -214,7 +229,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => runtime::serve(config).await,
-        Command::Openapi | Command::Mcp { .. } => Ok(()),
+        Command::Openapi | Command::Mcp { .. } | Command::Health { .. } => Ok(()),
         Command::Migrate { undo_to } => {
             let db = relay_store::connect(&config.database_url)
                 .await

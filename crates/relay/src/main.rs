@@ -5,6 +5,7 @@ mod audit_cli;
 mod cli;
 mod config;
 mod file_modes;
+mod health;
 mod import;
 mod keys;
 mod logging;
