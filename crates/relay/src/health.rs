@@ -49,12 +49,13 @@ pub async fn probe(
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_address_is_probed_over_loopback() {
-        let url = |s: &str| default_url(s.parse().unwrap());
+        let url = |s: &str| default_url(s.parse().expect("a socket address"));
         assert_eq!(url("0.0.0.0:8080"), "http://127.0.0.1:8080/ready");
         assert_eq!(url("[::]:9000"), "http://[::1]:9000/ready");
         assert_eq!(url("10.1.2.3:8080"), "http://10.1.2.3:8080/ready");
