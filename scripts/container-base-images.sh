@@ -128,9 +128,11 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   rm -f "$pwfile"
   echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
   echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
-  if [ -n "${POSTGRES_DB:-}" ] && [ "$POSTGRES_DB" != "$user" ]; then
+  # Like the official image: the database POSTGRES_DB (default: the user's name) exists.
+  db=${POSTGRES_DB:-$user}
+  if [ "$db" != postgres ]; then
     pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
-    createdb -U "$user" "$POSTGRES_DB"
+    createdb -U "$user" "$db"
     pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   fi
 fi
