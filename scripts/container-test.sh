@@ -144,6 +144,11 @@ for cfg in "$tmp/k8s-relay.toml" "$ROOT/deploy/compose/relay.toml"; do
     >"$tmp/config-check.log" 2>&1 || { cat "$tmp/config-check.log"; die "$cfg does not load in the image"; }
 done
 echo "the ConfigMap's and compose's relay.toml load"
+# The embedded SQLite mode on a read-only root: the database goes to the /data volume, which
+# the non-root user can write (an anonymous volume here, removed with the container).
+podman run --rm --read-only --no-healthcheck "$IMAGE" migrate >"$tmp/sqlite-check.log" 2>&1 \
+  || { cat "$tmp/sqlite-check.log"; die "SQLite mode in the /data volume"; }
+echo "SQLite mode writes to the /data volume on a read-only root"
 
 # ---------------------------------------------------------------------------------------------
 log "one container, read-only root, host PostgreSQL and Redis, panva's oidc-provider"
