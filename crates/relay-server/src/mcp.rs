@@ -590,6 +590,10 @@ impl RelayTools {
                 actor_id,
                 scopes,
                 return_to: None,
+                login_hint: None,
+                expected_subject: None,
+                expected_email: None,
+                app_state: None,
             })
             .await?;
         Ok((started.authorize_url, started.expires_at.to_rfc3339()))
