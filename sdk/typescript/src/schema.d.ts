@@ -718,6 +718,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description payload_too_large: the body is over 1 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description idempotency_key_reused, destination_blocked */
             422: {
                 headers: {
@@ -841,6 +850,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description payload_too_large: the body is over 1 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description validation_error, destination_blocked */
             422: {
                 headers: {
@@ -930,6 +948,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description payload_too_large: the body is over 1 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description Unprocessable Entity */
             422: {
                 headers: {
@@ -967,6 +994,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description invalid_path: a path segment does not decode */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
             };
             /** @description Unauthorized */
             401: {
@@ -1019,6 +1055,15 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description invalid_path: a path segment does not decode */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description Unauthorized */
             401: {
                 headers: {
@@ -1039,6 +1084,15 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description payload_too_large: the body is over 1 MiB */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1088,7 +1142,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuditPage"];
                 };
             };
-            /** @description Bad Request */
+            /** @description invalid_query (ill-typed or unknown parameter), invalid_cursor */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1108,6 +1162,15 @@ export interface operations {
             };
             /** @description `forbidden`: not an admin key */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description validation_error: bad time, action, id or limit */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1141,7 +1204,7 @@ export interface operations {
                     "application/json": components["schemas"]["ConnectionList"];
                 };
             };
-            /** @description Bad Request */
+            /** @description invalid_query: ill-typed or unknown parameter */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1152,6 +1215,24 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Unknown provider */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description validation_error: invalid actor or limit */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1210,6 +1291,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description payload_too_large: the body is over 1 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description Unprocessable Entity */
             422: {
                 headers: {
@@ -1239,6 +1329,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ConnectionView"];
+                };
+            };
+            /** @description invalid_path: a path segment does not decode */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description Unauthorized */
@@ -1279,6 +1378,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeletionView"];
+                };
+            };
+            /** @description invalid_path: a path segment does not decode */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description Unauthorized */
@@ -1326,6 +1434,15 @@ export interface operations {
                     "application/json": components["schemas"]["TokenView"];
                 };
             };
+            /** @description invalid_query: ill-typed or unknown parameter; invalid_path: a path segment does not decode */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description Unauthorized */
             401: {
                 headers: {
@@ -1346,6 +1463,15 @@ export interface operations {
             };
             /** @description needs_reauth: the user must reconnect */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description validation_error: min_ttl over 86400 */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1472,7 +1598,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuthorizeResponse"];
                 };
             };
-            /** @description Invalid actor, scopes or refused return_to; `identity_unverifiable` when expected_subject or expected_email is given for a provider that cannot say who signed in */
+            /** @description invalid_query (missing, ill-typed or unknown parameter), return_to_not_allowed; `identity_unverifiable` when expected_subject or expected_email is given for a provider that cannot say who signed in; invalid_path: a path segment does not decode */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1492,6 +1618,15 @@ export interface operations {
             };
             /** @description Unknown provider */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description validation_error: invalid actor or scopes */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1532,7 +1667,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description HTML page: invalid, expired or reused state; provider error; issuer mismatch; invalid ID token */
+            /** @description HTML page: invalid, expired or reused state; provider error; issuer mismatch; invalid ID token; invalid_path: a path segment does not decode */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1587,6 +1722,15 @@ export interface operations {
                     "application/json": components["schemas"]["LinkStatus"];
                 };
             };
+            /** @description invalid_query: missing, ill-typed or unknown parameter; invalid_path: a path segment does not decode */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description Unauthorized */
             401: {
                 headers: {
@@ -1598,6 +1742,15 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description validation_error: invalid actor */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
