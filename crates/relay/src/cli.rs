@@ -80,9 +80,9 @@ struct ImportTargetArgs {
     /// Workspace to import into (created if needed).
     #[arg(long)]
     workspace: String,
-    /// Configured provider the tokens belong to.
+    /// Configured provider the tokens belong to (`fernet-jsonl`: of rows naming none).
     #[arg(long)]
-    provider: String,
+    provider: Option<String>,
     #[arg(long)]
     actor_type: Option<String>,
 }
@@ -98,13 +98,63 @@ enum ImportCommand {
         file: PathBuf,
     },
     /// Fernet-encrypted rows exported from an `oauth_tokens` table as JSON lines (`-` for stdin),
-    /// each `{"actor_id", "access_token", "refresh_token"?, "expires_at"?, "scopes"?}`.
-    /// The key comes from LEGACY_FERNET_KEY, else OAUTH_ENCRYPTION_KEY.
+    /// each `{"actor_id", "access_token", "refresh_token"?, "expires_at"?, "scopes"?,
+    /// "provider"? (or "service")}`.
     FernetJsonl {
         #[command(flatten)]
         target: ImportTargetArgs,
+        #[command(flatten)]
+        keys: LegacyKeyArgs,
         file: PathBuf,
     },
+    /// Tokens read straight from the old service's PostgreSQL table (actor, user or
+    /// token-data rows; see docs/OPERATIONS.md). Safe to rerun: it finishes an interrupted run
+    /// and changes nothing the second time.
+    Postgres {
+        /// The old database (postgres://...).
+        #[arg(long, env = "LEGACY_DATABASE_URL", hide_env_values = true)]
+        source_url: String,
+        /// The table, optionally schema-qualified.
+        #[arg(long, default_value = "oauth_tokens")]
+        table: String,
+        #[arg(long, value_enum, default_value = "auto")]
+        shape: crate::import::postgres::ShapeChoice,
+        /// Relay workspace of every row (required unless the rows carry workspace_id).
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Actor type of user and token-data rows (default: user).
+        #[arg(long)]
+        actor_type: Option<String>,
+        /// SERVICE=PROVIDER: the configured provider for a legacy provider/service value
+        /// (repeatable), e.g. gmail=google.
+        #[arg(long = "provider-map", value_name = "SERVICE=PROVIDER")]
+        provider_map: Vec<String>,
+        #[command(flatten)]
+        keys: LegacyKeyArgs,
+        /// Decrypt and check every row, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rows read per query.
+        #[arg(long, default_value_t = 500)]
+        batch_size: u32,
+        /// Spare a busy source database.
+        #[arg(long)]
+        max_rows_per_second: Option<u32>,
+    },
+}
+
+#[derive(clap::Args)]
+struct LegacyKeyArgs {
+    /// A Fernet key the old service encrypted with (repeatable; tried in order, like
+    /// MultiFernet). Default: LEGACY_FERNET_KEYS (comma-separated), else LEGACY_FERNET_KEY,
+    /// else OAUTH_ENCRYPTION_KEY.
+    #[arg(
+        long = "legacy-key",
+        env = "LEGACY_FERNET_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    legacy_keys: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -308,9 +358,44 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
                     actor_id,
                     file,
                 } => crate::import::token_json(&config, &to_target(target), &actor_id, &file).await,
-                ImportCommand::FernetJsonl { target, file } => {
-                    let report =
-                        crate::import::fernet_jsonl(&config, &to_target(target), &file).await?;
+                ImportCommand::FernetJsonl { target, keys, file } => {
+                    let report = crate::import::fernet_jsonl(
+                        &config,
+                        &to_target(target),
+                        &keys.legacy_keys,
+                        &file,
+                    )
+                    .await?;
+                    if report.failed > 0 {
+                        anyhow::bail!("{} rows could not be imported (see above)", report.failed);
+                    }
+                    Ok(())
+                }
+                ImportCommand::Postgres {
+                    source_url,
+                    table,
+                    shape,
+                    workspace,
+                    actor_type,
+                    provider_map,
+                    keys,
+                    dry_run,
+                    batch_size,
+                    max_rows_per_second,
+                } => {
+                    let options = crate::import::postgres::Options {
+                        source_url: source_url.into(),
+                        table,
+                        shape,
+                        workspace,
+                        actor_type,
+                        provider_map,
+                        legacy_keys: keys.legacy_keys,
+                        dry_run,
+                        batch_size,
+                        max_rows_per_second,
+                    };
+                    let report = crate::import::postgres::run(&config, &options).await?;
                     if report.failed > 0 {
                         anyhow::bail!("{} rows could not be imported (see above)", report.failed);
                     }

@@ -5,11 +5,15 @@
 //!   `authorized_user` file of gcloud). A file with only a refresh token is refreshed once at
 //!   import to obtain an access token.
 //! * `fernet-jsonl`: rows exported from an existing `oauth_tokens` table whose token columns were
-//!   encrypted with Fernet (`cryptography.fernet`), one JSON object per line. The Fernet key is
-//!   read from `LEGACY_FERNET_KEY`, else `OAUTH_ENCRYPTION_KEY` (teams often used the same key).
+//!   encrypted with Fernet (`cryptography.fernet`), one JSON object per line.
+//! * `postgres` ([`postgres`]): the same tables read straight from the old database, in any of
+//!   the three shapes teams moving in bring (actor rows, user rows, plaintext `token_data`).
 //!
-//! Imports are idempotent: importing an actor again replaces its tokens. Token values never
-//! appear in output or errors; bad rows are reported by line number and reason.
+//! Imports are idempotent: an actor whose connection already holds the tokens is left alone, one
+//! holding other tokens gets the imported ones. Token values never appear in output or errors;
+//! bad rows are reported by line number (or row key) and reason.
+
+pub mod postgres;
 
 use std::io::BufRead;
 use std::path::Path;
@@ -23,43 +27,65 @@ use relay_core::{
     ActorId, ActorType, Clock, ProviderName, Scopes, SystemClock, Timestamp, WorkspaceId,
 };
 use relay_providers::Catalog;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Config;
 use crate::keys;
 
-/// Where imported connections go.
+/// Where imported connections go (`token-json`, `fernet-jsonl`).
 pub struct Target {
     pub workspace: String,
-    pub provider: String,
+    /// Required by `token-json`; for `fernet-jsonl`, the provider of rows that name none.
+    pub provider: Option<String>,
     pub actor_type: Option<String>,
 }
 
-struct Importer {
+/// The connection one imported token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ActorKey {
+    pub workspace: WorkspaceId,
+    pub provider: ProviderName,
+    pub actor_type: ActorType,
+    pub actor_id: ActorId,
+}
+
+/// Plaintext tokens read from a source, before sealing.
+pub(crate) struct SourceTokens {
+    /// `None`: only a refresh token is known; Relay refreshes once to get an access token.
+    pub access: Option<SecretString>,
+    pub refresh: Option<SecretString>,
+    pub token_type: String,
+    pub scopes: Scopes,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// What importing one token did to Relay's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// A new connection.
+    Imported,
+    /// The actor's connection held other tokens; it holds these now.
+    Updated,
+    /// The actor's connection already holds exactly these tokens (a rerun).
+    Unchanged,
+}
+
+/// Writes imported tokens into Relay's store through the same service the server uses, so they
+/// are sealed and scheduled for refresh exactly like tokens from a code exchange.
+pub(crate) struct Importer {
     tokens: TokenService,
     catalog: Arc<Catalog>,
-    workspace: WorkspaceId,
-    provider: ProviderName,
-    actor_type: ActorType,
+    config_providers: Vec<(ProviderName, String)>,
     db: relay_store::Database,
+    clock: Arc<dyn Clock>,
+    workspaces: std::collections::HashMap<String, WorkspaceId>,
 }
 
 impl Importer {
-    async fn open(config: &Config, target: &Target) -> anyhow::Result<Self> {
+    pub(crate) async fn open(config: &Config) -> anyhow::Result<Self> {
         relay_providers::install_crypto_provider();
-        let provider = ProviderName::parse(&target.provider)
-            .map_err(|e| anyhow::anyhow!("--provider: {e}"))?;
-        if !config.providers.contains_key(&provider) {
-            bail!(
-                "provider {provider} is not configured (add [providers.{provider}] to relay.toml)"
-            );
-        }
-        let actor_type = match &target.actor_type {
-            Some(t) => ActorType::parse(t).map_err(|e| anyhow::anyhow!("--actor-type: {e}"))?,
-            None => ActorType::user(),
-        };
         // Imported connections are audited (`connection.created`, "cli import").
         let (db, loaded) = keys::open_audited(config).await?;
         let store = db.store();
@@ -71,59 +97,235 @@ impl Importer {
             Catalog::new(http, config.providers.clone())
                 .context("invalid provider configuration")?,
         );
-        let workspace = store
-            .ensure_workspace(target.workspace.trim(), clock.now())
-            .await
-            .context("creating the workspace")?
-            .id;
         let tokens = TokenService::new(
             store,
             Arc::new(relay_store::MemoryCache::new(1_000, Duration::from_secs(1))),
             catalog.clone(),
             keyring,
-            clock,
+            clock.clone(),
             RefreshPolicy::default(),
         );
         Ok(Self {
             tokens,
             catalog,
-            workspace,
-            provider,
-            actor_type,
+            config_providers: configured_clients(config),
             db,
+            clock,
+            workspaces: Default::default(),
         })
     }
 
-    async fn store(
+    /// The workspace named `name`, created if needed (looked up once per run).
+    pub(crate) async fn workspace(&mut self, name: &str) -> anyhow::Result<WorkspaceId> {
+        if let Some(id) = self.workspaces.get(name) {
+            return Ok(id.clone());
+        }
+        let id = self
+            .db
+            .store()
+            .ensure_workspace(name, self.clock.now())
+            .await
+            .context("creating the workspace")?
+            .id;
+        self.workspaces.insert(name.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    /// Stores `tokens` for `key` unless its connection already holds exactly them, so that
+    /// running an import twice changes nothing.
+    pub(crate) async fn put(
         &self,
-        actor_id: ActorId,
-        tokens: TokenSet,
-        scopes: Scopes,
-        expires_at: Option<Timestamp>,
-    ) -> anyhow::Result<String> {
+        key: &ActorKey,
+        tokens: SourceTokens,
+    ) -> anyhow::Result<(Outcome, String)> {
+        let existing = self
+            .tokens
+            .find(
+                &key.workspace,
+                &key.provider,
+                &key.actor_type,
+                &key.actor_id,
+            )
+            .await?;
+        if let Some(conn) = &existing
+            && self.holds(conn, &tokens)
+        {
+            return Ok((Outcome::Unchanged, conn.id.to_string()));
+        }
+        let token_set = match tokens.access {
+            Some(access) => TokenSet {
+                access_token: access,
+                refresh_token: tokens.refresh,
+                token_type: tokens.token_type,
+                expires_in: None,
+                scope: None,
+                id_token: None,
+            },
+            None => {
+                // Only a refresh token: get an access token now, proving the grant works.
+                let Some(rt) = tokens.refresh else {
+                    bail!("holds neither an access token nor a refresh token");
+                };
+                let mut fresh = self
+                    .catalog
+                    .refresh(&key.provider, rt.expose_secret())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("refreshing the imported grant failed: {e}"))?;
+                if fresh.refresh_token.is_none() {
+                    fresh.refresh_token = Some(rt);
+                }
+                fresh
+            }
+        };
+        let expires_at = tokens.expires_at.filter(|_| token_set.expires_in.is_none());
         let conn = self
             .tokens
             .store_new(
                 NewConnection {
-                    workspace_id: self.workspace.clone(),
-                    provider: self.provider.clone(),
-                    actor_type: self.actor_type.clone(),
-                    actor_id,
-                    tokens,
-                    requested_scopes: scopes,
+                    workspace_id: key.workspace.clone(),
+                    provider: key.provider.clone(),
+                    actor_type: key.actor_type.clone(),
+                    actor_id: key.actor_id.clone(),
+                    tokens: token_set,
+                    requested_scopes: tokens.scopes,
                     expires_at,
                     account: None,
                 },
                 "cli import",
             )
             .await?;
-        Ok(conn.id.to_string())
+        let outcome = if existing.is_some() {
+            Outcome::Updated
+        } else {
+            Outcome::Imported
+        };
+        Ok((outcome, conn.id.to_string()))
     }
+
+    /// Whether `conn` already holds these tokens (compared after opening its sealed ones).
+    fn holds(&self, conn: &relay_core::connection::Connection, tokens: &SourceTokens) -> bool {
+        use relay_core::connection::{ACCESS_TOKEN, REFRESH_TOKEN};
+        let keyring = self.tokens.keyring();
+        let open = |sealed: &[u8], column: &str| {
+            keyring
+                .open_string(sealed, conn.binding(column))
+                .ok()
+                .map(|t| t.as_str().to_owned())
+        };
+        let stored_refresh = conn
+            .refresh_token
+            .as_deref()
+            .and_then(|rt| open(rt, REFRESH_TOKEN));
+        let same_refresh =
+            stored_refresh.as_deref() == tokens.refresh.as_ref().map(|t| t.expose_secret());
+        match &tokens.access {
+            // A refresh-token-only source: its access token was minted at the first import.
+            None => same_refresh,
+            Some(access) => {
+                same_refresh
+                    && open(&conn.access_token, ACCESS_TOKEN).as_deref()
+                        == Some(access.expose_secret())
+                    && conn.expires_at == tokens.expires_at
+                    && conn.scopes == tokens.scopes
+            }
+        }
+    }
+
+    /// `name` as a provider Relay is configured for.
+    pub(crate) fn provider(&self, name: &str) -> anyhow::Result<ProviderName> {
+        configured_provider(&self.config_providers, name)
+    }
+
+    pub(crate) async fn close(self) {
+        self.db.close().await;
+    }
+}
+
+/// Each configured provider with its client id.
+pub(crate) fn configured_clients(config: &Config) -> Vec<(ProviderName, String)> {
+    config
+        .providers
+        .iter()
+        .map(|(p, s)| (p.clone(), s.client_id.clone()))
+        .collect()
+}
+
+pub(crate) fn configured_provider(
+    configured: &[(ProviderName, String)],
+    name: &str,
+) -> anyhow::Result<ProviderName> {
+    let provider =
+        ProviderName::parse(name.trim()).map_err(|e| anyhow::anyhow!("provider: {e}"))?;
+    if !configured.iter().any(|(p, _)| p == &provider) {
+        bail!("provider {provider} is not configured (add [providers.{provider}] to relay.toml)");
+    }
+    Ok(provider)
+}
+
+/// A workspace name as `relay api-key create` accepts it.
+pub(crate) fn workspace_name(name: &str) -> anyhow::Result<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        bail!("the workspace name must be 1 to 128 printable characters");
+    }
+    Ok(name)
+}
+
+/// The legacy Fernet keys, tried in order like Python's `MultiFernet`: `--legacy-key` (or
+/// `LEGACY_FERNET_KEYS`), else `LEGACY_FERNET_KEY`, else `OAUTH_ENCRYPTION_KEY` (teams often
+/// used the same key). Keys may lack their base64 padding or use the standard alphabet.
+pub(crate) fn legacy_fernet(keys: &[String]) -> anyhow::Result<fernet::MultiFernet> {
+    let keys: Vec<String> = if keys.iter().any(|k| !k.trim().is_empty()) {
+        keys.iter()
+            .filter(|k| !k.trim().is_empty())
+            .cloned()
+            .collect()
+    } else {
+        vec![std::env::var("LEGACY_FERNET_KEY")
+            .or_else(|_| std::env::var("OAUTH_ENCRYPTION_KEY"))
+            .map_err(|_| anyhow::anyhow!("give the Fernet key that encrypted the rows with --legacy-key (or LEGACY_FERNET_KEY, or OAUTH_ENCRYPTION_KEY)"))?]
+    };
+    let mut fernets = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let normalized = key.trim().replace('+', "-").replace('/', "_");
+        let f = fernet::Fernet::new(&normalized).ok_or_else(|| {
+            anyhow::anyhow!(
+                "legacy key #{} is not a Fernet key (32 bytes of URL-safe base64)",
+                i + 1
+            )
+        })?;
+        fernets.push(f);
+    }
+    Ok(fernet::MultiFernet::new(fernets))
+}
+
+/// Opens one Fernet-encrypted column; the error names the column and says whether the value
+/// is damaged or no key opens it, never the value.
+pub(crate) fn open_fernet(
+    fernet: &fernet::MultiFernet,
+    column: &str,
+    token: &str,
+) -> anyhow::Result<SecretString> {
+    use base64::Engine;
+    let token = token.trim();
+    // A Fernet token is version 0x80, a timestamp, an IV, at least one AES block and an HMAC.
+    let well_formed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .is_ok_and(|raw| raw.len() >= 73 && raw[0] == 0x80 && (raw.len() - 57) % 16 == 0);
+    if !well_formed {
+        bail!("{column} is not a Fernet token (the stored value is damaged)");
+    }
+    let plain = fernet
+        .decrypt(token)
+        .map_err(|_| anyhow::anyhow!("{column} does not decrypt with any legacy key"))?;
+    String::from_utf8(plain)
+        .map(SecretString::from)
+        .map_err(|_| anyhow::anyhow!("{column} is not UTF-8 text"))
 }
 
 /// google-auth's `Credentials.to_json()`, or gcloud's `authorized_user` file.
 #[derive(Deserialize)]
-struct GoogleTokenJson {
+pub(crate) struct GoogleTokenJson {
     token: Option<String>,
     refresh_token: Option<String>,
     client_id: Option<String>,
@@ -141,6 +343,10 @@ pub async fn token_json(
     path: &Path,
 ) -> anyhow::Result<()> {
     let actor_id = ActorId::parse(actor_id).map_err(|e| anyhow::anyhow!("--actor-id: {e}"))?;
+    let Some(provider) = &target.provider else {
+        bail!("--provider is required");
+    };
+    let actor_type = actor_type_or_user(target.actor_type.as_deref())?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file: GoogleTokenJson = serde_json::from_str(&text).map_err(|e| {
@@ -157,57 +363,81 @@ pub async fn token_json(
             file.kind
         );
     }
-    let importer = Importer::open(config, target).await?;
-    let configured_client = &config.providers[&importer.provider].client_id;
+    let provider = configured_provider(&configured_clients(config), provider)
+        .map_err(|e| anyhow::anyhow!("--provider: {e}"))?;
+    let workspace = workspace_name(&target.workspace)?;
+    let tokens = google_tokens(
+        &file,
+        None,
+        &config.providers[&provider].client_id,
+        &provider,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut importer = Importer::open(config).await?;
+    let key = ActorKey {
+        workspace: importer.workspace(workspace).await?,
+        provider,
+        actor_type,
+        actor_id,
+    };
+    let result = importer.put(&key, tokens).await;
+    importer.close().await;
+    let (_, id) = result?;
+    println!("imported connection {id}");
+    Ok(())
+}
+
+/// The tokens of a Google authorized-user JSON (a `token.json` file, or a `token_data` column).
+/// `expires_at` (a column beside the JSON) wins over the JSON's `expiry`.
+pub(crate) fn google_tokens(
+    file: &GoogleTokenJson,
+    expires_at: Option<Timestamp>,
+    configured_client: &str,
+    provider: &ProviderName,
+) -> anyhow::Result<SourceTokens> {
     if let Some(client) = &file.client_id
         && client != configured_client
     {
         bail!(
-            "the file's tokens were issued to client {client}, but provider {} uses client {configured_client}; \
-             a refresh token only works with the client it was issued to",
-            importer.provider
+            "the tokens were issued to client {client}, but provider {provider} uses client {configured_client}; \
+             a refresh token only works with the client it was issued to"
         );
     }
     let scopes = match &file.scopes {
-        Some(v) => parse_scopes(v)?,
-        None => Scopes::default(),
+        Some(v) if !v.is_null() => parse_scopes(v)?,
+        _ => Scopes::default(),
     };
-    let refresh_token = file.refresh_token.filter(|t| !t.is_empty());
-    let (tokens, expires_at) = match file.token.filter(|t| !t.is_empty()) {
-        Some(access) => (
-            TokenSet {
-                access_token: SecretString::from(access),
-                refresh_token: refresh_token.map(SecretString::from),
-                token_type: "Bearer".into(),
-                expires_in: None,
-                scope: None,
-                id_token: None,
-            },
-            file.expiry.as_deref().map(parse_time_str).transpose()?,
-        ),
-        None => {
-            // An authorized_user file has no access token: get one now, proving the grant works.
-            let Some(rt) = refresh_token else {
-                bail!(
-                    "{} holds neither an access token nor a refresh token",
-                    path.display()
-                );
-            };
-            let mut fresh = importer
-                .catalog
-                .refresh(&importer.provider, &rt)
-                .await
-                .map_err(|e| anyhow::anyhow!("refreshing the imported grant failed: {e}"))?;
-            if fresh.refresh_token.is_none() {
-                fresh.refresh_token = Some(SecretString::from(rt));
-            }
-            (fresh, None)
-        }
+    let refresh = file
+        .refresh_token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .map(SecretString::from);
+    let access = file
+        .token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .map(SecretString::from);
+    if access.is_none() && refresh.is_none() {
+        bail!("holds neither an access token nor a refresh token");
+    }
+    let expires_at = match expires_at {
+        Some(t) => Some(t),
+        None => file.expiry.as_deref().map(parse_time_str).transpose()?,
     };
-    let id = importer.store(actor_id, tokens, scopes, expires_at).await?;
-    importer.db.close().await;
-    println!("imported connection {id}");
-    Ok(())
+    Ok(SourceTokens {
+        access,
+        refresh,
+        token_type: "Bearer".into(),
+        scopes,
+        expires_at,
+    })
+}
+
+fn actor_type_or_user(actor_type: Option<&str>) -> anyhow::Result<ActorType> {
+    match actor_type {
+        Some(t) => ActorType::parse(t).map_err(|e| anyhow::anyhow!("--actor-type: {e}")),
+        None => Ok(ActorType::user()),
+    }
 }
 
 /// One exported row of a legacy `oauth_tokens` table.
@@ -215,6 +445,9 @@ pub async fn token_json(
 #[serde(deny_unknown_fields)]
 struct LegacyRow {
     actor_id: Value,
+    /// The services Relay replaces call the provider column `service` in some tables.
+    #[serde(alias = "service")]
+    provider: Option<String>,
     access_token: String,
     refresh_token: Option<String>,
     expires_at: Option<Value>,
@@ -231,13 +464,18 @@ pub struct Report {
 pub async fn fernet_jsonl(
     config: &Config,
     target: &Target,
+    legacy_keys: &[String],
     input: &Path,
 ) -> anyhow::Result<Report> {
-    let key = std::env::var("LEGACY_FERNET_KEY")
-        .or_else(|_| std::env::var("OAUTH_ENCRYPTION_KEY"))
-        .map_err(|_| anyhow::anyhow!("set LEGACY_FERNET_KEY (or OAUTH_ENCRYPTION_KEY) to the Fernet key that encrypted the rows"))?;
-    let fernet = fernet::Fernet::new(key.trim())
-        .ok_or_else(|| anyhow::anyhow!("the Fernet key must be 32 bytes of URL-safe base64"))?;
+    let fernet = legacy_fernet(legacy_keys)?;
+    let default_provider = target
+        .provider
+        .as_deref()
+        .map(|p| configured_provider(&configured_clients(config), p))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--provider: {e}"))?;
+    let actor_type = actor_type_or_user(target.actor_type.as_deref())?;
+    let workspace = workspace_name(&target.workspace)?;
     let reader: Box<dyn BufRead> = if input == Path::new("-") {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
@@ -245,7 +483,8 @@ pub async fn fernet_jsonl(
             std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?,
         ))
     };
-    let importer = Importer::open(config, target).await?;
+    let mut importer = Importer::open(config).await?;
+    let workspace = importer.workspace(workspace).await?;
     let mut report = Report::default();
     for (index, line) in reader.lines().enumerate() {
         let number = index + 1;
@@ -253,8 +492,19 @@ pub async fn fernet_jsonl(
         if line.trim().is_empty() {
             continue;
         }
-        match import_row(&importer, &fernet, &line).await {
-            Ok(id) => {
+        let row = async {
+            let (key, tokens) = parse_jsonl_row(
+                &importer,
+                &fernet,
+                &line,
+                &workspace,
+                &actor_type,
+                default_provider.as_ref(),
+            )?;
+            importer.put(&key, tokens).await
+        };
+        match row.await {
+            Ok((_, id)) => {
                 report.imported += 1;
                 tracing::debug!(line = number, connection_id = %id, "imported");
             }
@@ -264,16 +514,19 @@ pub async fn fernet_jsonl(
             }
         }
     }
-    importer.db.close().await;
+    importer.close().await;
     println!("imported {}, failed {}", report.imported, report.failed);
     Ok(report)
 }
 
-async fn import_row(
+fn parse_jsonl_row(
     importer: &Importer,
-    fernet: &fernet::Fernet,
+    fernet: &fernet::MultiFernet,
     line: &str,
-) -> anyhow::Result<String> {
+    workspace: &WorkspaceId,
+    actor_type: &ActorType,
+    default_provider: Option<&ProviderName>,
+) -> anyhow::Result<(ActorKey, SourceTokens)> {
     let row: LegacyRow =
         serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{}", describe_json_error(&e)))?;
     let actor = match &row.actor_id {
@@ -282,18 +535,19 @@ async fn import_row(
         _ => bail!("actor_id must be a string or a number"),
     };
     let actor_id = ActorId::parse(&actor).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let open = |column: &str, token: &str| -> anyhow::Result<String> {
-        let plain = fernet
-            .decrypt(token.trim())
-            .map_err(|_| anyhow::anyhow!("{column} does not decrypt with the Fernet key"))?;
-        String::from_utf8(plain).map_err(|_| anyhow::anyhow!("{column} is not UTF-8 text"))
+    let provider = match (&row.provider, default_provider) {
+        (Some(p), _) => importer.provider(p)?,
+        (None, Some(p)) => p.clone(),
+        (None, None) => {
+            bail!("the row names no provider (or service), and --provider is not given")
+        }
     };
-    let access = open("access_token", &row.access_token)?;
+    let access = open_fernet(fernet, "access_token", &row.access_token)?;
     let refresh = row
         .refresh_token
         .as_deref()
         .filter(|t| !t.is_empty())
-        .map(|t| open("refresh_token", t))
+        .map(|t| open_fernet(fernet, "refresh_token", t))
         .transpose()?;
     let expires_at = row
         .expires_at
@@ -307,21 +561,21 @@ async fn import_row(
         .map(parse_scopes)
         .transpose()?
         .unwrap_or_default();
-    importer
-        .store(
+    Ok((
+        ActorKey {
+            workspace: workspace.clone(),
+            provider,
+            actor_type: actor_type.clone(),
             actor_id,
-            TokenSet {
-                access_token: SecretString::from(access),
-                refresh_token: refresh.map(SecretString::from),
-                token_type: row.token_type.unwrap_or_else(|| "Bearer".into()),
-                expires_in: None,
-                scope: None,
-                id_token: None,
-            },
+        },
+        SourceTokens {
+            access: Some(access),
+            refresh,
+            token_type: row.token_type.unwrap_or_else(|| "Bearer".into()),
             scopes,
             expires_at,
-        )
-        .await
+        },
+    ))
 }
 
 /// serde_json errors can quote the offending value; report only the position and the kind.
@@ -334,7 +588,7 @@ fn describe_json_error(e: &serde_json::Error) -> String {
     format!("{kind} at line {} column {}", e.line(), e.column())
 }
 
-fn parse_scopes(v: &Value) -> anyhow::Result<Scopes> {
+pub(crate) fn parse_scopes(v: &Value) -> anyhow::Result<Scopes> {
     let parsed = match v {
         Value::String(s) => Scopes::parse(s),
         Value::Array(items) => {
@@ -361,7 +615,7 @@ fn parse_time(v: &Value) -> anyhow::Result<Timestamp> {
 }
 
 /// RFC 3339, or a naive UTC time as Python's `isoformat()` and SQL dumps write it.
-fn parse_time_str(s: &str) -> anyhow::Result<Timestamp> {
+pub(crate) fn parse_time_str(s: &str) -> anyhow::Result<Timestamp> {
     let s = s.trim();
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(Timestamp(t.timestamp_millis()));

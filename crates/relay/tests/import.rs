@@ -8,53 +8,6 @@ mod support;
 use serde_json::json;
 use support::*;
 
-fn python_fernet_available() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import cryptography.fernet"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "python3 with `cryptography` is required under CI=true"
-        );
-        eprintln!("skipping: python3 with cryptography is not installed");
-    }
-    ok
-}
-
-/// Encrypts each (name, plaintext) with Python's Fernet under `key`.
-fn python_fernet(key: &str, plaintexts: &[&str]) -> Vec<String> {
-    let script = "import sys,json\nfrom cryptography.fernet import Fernet\nf=Fernet(sys.argv[1].encode())\nprint(json.dumps([f.encrypt(p.encode()).decode() for p in json.loads(sys.stdin.read())]))";
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", script, key])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(plaintexts).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn new_fernet_key() -> String {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fernet_rows_from_a_legacy_table_import_and_keep_working() {
     if !python_fernet_available() {
@@ -69,7 +22,7 @@ async fn fernet_rows_from_a_legacy_table_import_and_keep_working() {
     let legacy_key = new_fernet_key();
     let (a1, r1) = fake.issue_tokens_directly();
     let (a2, r2) = fake.issue_tokens_directly();
-    let sealed = python_fernet(&legacy_key, &[&a1, &r1, &a2, &r2]);
+    let sealed = python_fernet(&legacy_key, &[&a1, &r1, &a2, &r2, "ya29.service-row"]);
     let other_key_row = python_fernet(&new_fernet_key(), &["ya29.other"]);
     let rows = [
         json!({"actor_id": 42, "access_token": sealed[0], "refresh_token": sealed[1],
@@ -79,6 +32,8 @@ async fn fernet_rows_from_a_legacy_table_import_and_keep_working() {
                "expires_at": 1_900_000_000, "scopes": ["openid"]})
         .to_string(),
         String::new(),
+        // The services Relay replaces name the provider column `service`.
+        json!({"actor_id": "svc", "service": "google", "access_token": sealed[4]}).to_string(),
         json!({"actor_id": "wrong-key", "access_token": other_key_row[0]}).to_string(),
         "{not json".to_owned(),
     ];
@@ -97,12 +52,12 @@ async fn fernet_rows_from_a_legacy_table_import_and_keep_working() {
         ])
         .await;
     assert!(!ok, "bad rows make the command fail");
-    assert!(out.contains("imported 2, failed 2"), "{out}");
+    assert!(out.contains("imported 3, failed 2"), "{out}");
     assert!(
-        err.contains("line 4: access_token does not decrypt"),
+        err.contains("line 5: access_token does not decrypt"),
         "{err}"
     );
-    assert!(err.contains("line 5: invalid JSON"), "{err}");
+    assert!(err.contains("line 6: invalid JSON"), "{err}");
     for secret in [&a1, &r1, &a2, &r2, &legacy_key] {
         assert!(!out.contains(secret.as_str()) && !err.contains(secret.as_str()));
     }
@@ -114,6 +69,10 @@ async fn fernet_rows_from_a_legacy_table_import_and_keep_working() {
         .await;
     assert_eq!(st["scopes"], json!(["openid", "email"]));
     assert_eq!(st["expires_at"], "2030-01-01T00:00:00Z");
+    let (_, svc) = relay
+        .get_json("/oauth/google/status?actor_id=svc", &key)
+        .await;
+    assert_eq!(svc["linked"], true, "{svc}");
     let id = st["connection_id"].as_str().unwrap().to_owned();
     let (s, tok) = relay
         .get_json(&format!("/connections/{id}/token"), &key)

@@ -190,6 +190,16 @@ impl RelayOptions {
         )
     }
 
+    /// Starts a one-shot subcommand with stdout and stderr piped, for a test that watches its
+    /// progress or kills it half-way.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn relay")
+    }
+
     /// `relay api-key create --role ROLE [--rate-limit N]`, returning the key (the last line of
     /// stdout).
     pub async fn create_key(&self, workspace: &str, role: &str, per_minute: Option<u32>) -> String {
@@ -483,4 +493,54 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether python3 with `cryptography` is installed (required under `CI=true`).
+pub fn python_fernet_available() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import cryptography.fernet"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "python3 with `cryptography` is required under CI=true"
+        );
+        eprintln!("skipping: python3 with cryptography is not installed");
+    }
+    ok
+}
+
+/// Encrypts each plaintext with Python's Fernet under `key`: values exactly as the services
+/// Relay replaces stored them.
+pub fn python_fernet(key: &str, plaintexts: &[&str]) -> Vec<String> {
+    let script = "import sys,json\nfrom cryptography.fernet import Fernet\nf=Fernet(sys.argv[1].encode())\nprint(json.dumps([f.encrypt(p.encode()).decode() for p in json.loads(sys.stdin.read())]))";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(plaintexts).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A new random Fernet key from Python's `Fernet.generate_key()`.
+pub fn new_fernet_key() -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
