@@ -3,10 +3,26 @@
 
 use crate::clock::Timestamp;
 use crate::ids::{ActorId, ActorType, ConnectionId, ProviderName, Scopes, WorkspaceId};
-use crate::vault::Binding;
+use crate::vault::{Binding, Keyring, VaultError};
 
 pub const ACCESS_TOKEN: &str = "access_token";
 pub const REFRESH_TOKEN: &str = "refresh_token";
+/// The binding of the refresh slot when it holds a service account's credential (its key,
+/// subject and scopes) instead of a refresh token. Only Relay seals under this binding, and
+/// only from a key an API caller or operator handed in: whatever a provider answers is sealed
+/// as a refresh token, so it can never pass for a service account.
+pub const SERVICE_ACCOUNT: &str = "service_account";
+
+/// The refresh slot's plaintext and the binding column it was sealed under.
+pub type OpenedSlot = (zeroize::Zeroizing<Vec<u8>>, &'static str);
+
+/// What a connection renews its access token with, opened from the refresh slot.
+pub enum Grant {
+    /// An OAuth refresh token (RFC 6749 section 6).
+    RefreshToken(zeroize::Zeroizing<String>),
+    /// A service account credential, JSON: minted anew with the JWT bearer grant (RFC 7523).
+    ServiceAccount(zeroize::Zeroizing<String>),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionStatus {
@@ -75,6 +91,36 @@ impl Connection {
             record: self.id.as_str(),
             column,
         }
+    }
+
+    /// Opens the refresh slot: the binding it was sealed under says what it holds. Returns the
+    /// plaintext and that binding's column, so a re-seal keeps it.
+    pub fn open_refresh_slot(&self, keyring: &Keyring) -> Result<Option<OpenedSlot>, VaultError> {
+        let Some(sealed) = self.refresh_token.as_deref() else {
+            return Ok(None);
+        };
+        match keyring.open(sealed, self.binding(REFRESH_TOKEN)) {
+            Ok(plain) => Ok(Some((plain, REFRESH_TOKEN))),
+            Err(VaultError::Forged) => keyring
+                .open(sealed, self.binding(SERVICE_ACCOUNT))
+                .map(|plain| Some((plain, SERVICE_ACCOUNT))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The connection's grant: a refresh token or a service account, `None` when it has neither.
+    pub fn open_grant(&self, keyring: &Keyring) -> Result<Option<Grant>, VaultError> {
+        let Some((plain, column)) = self.open_refresh_slot(keyring)? else {
+            return Ok(None);
+        };
+        let text = zeroize::Zeroizing::new(
+            String::from_utf8(plain.to_vec()).map_err(|_| VaultError::Malformed)?,
+        );
+        Ok(Some(if column == SERVICE_ACCOUNT {
+            Grant::ServiceAccount(text)
+        } else {
+            Grant::RefreshToken(text)
+        }))
     }
 
     pub fn is_leased_at(&self, now: Timestamp) -> bool {

@@ -136,6 +136,20 @@ pub trait ProviderGateway: Send + Sync + 'static {
         refresh_token: &str,
     ) -> Result<TokenSet, OAuthError>;
 
+    /// Mints an access token for a service-account connection with the JWT bearer grant
+    /// (RFC 7523) from its credential (JSON made by the gateway's own validation of the key).
+    /// No refresh token is involved: the signed assertion is the grant, every time.
+    async fn mint_service_account(
+        &self,
+        provider: &ProviderName,
+        credential: &str,
+    ) -> Result<TokenSet, OAuthError> {
+        let _ = (provider, credential);
+        Err(OAuthError::Rejected {
+            detail: "this gateway does not mint tokens for service accounts".into(),
+        })
+    }
+
     /// Revokes a token (RFC 7009). `Ok(false)` when the provider has no revocation endpoint.
     async fn revoke(
         &self,

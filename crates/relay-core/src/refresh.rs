@@ -25,7 +25,9 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::audit::{AuditAction, AuditEvent, AuditSink};
 use crate::clock::{Clock, Timestamp};
-use crate::connection::{ACCESS_TOKEN, Connection, ConnectionStatus, REFRESH_TOKEN, TokenUpdate};
+use crate::connection::{
+    ACCESS_TOKEN, Connection, ConnectionStatus, Grant, REFRESH_TOKEN, SERVICE_ACCOUNT, TokenUpdate,
+};
 use crate::coordination::{LockAttempt, LockGuard, NoLocks, RefreshLocks};
 use crate::error::{ServiceError, StoreError};
 use crate::events::{self, OAuthEvent};
@@ -868,23 +870,31 @@ impl TokenService {
         leased: &Connection,
         owner: &str,
     ) -> Result<TokenSet, RefreshFailure> {
-        let Some(sealed) = leased.refresh_token.as_ref() else {
+        let Some(grant) = leased
+            .open_grant(&self.keyring)
+            .map_err(|e| RefreshFailure::Internal(e.into()))?
+        else {
             return Err(RefreshFailure::NoRefreshToken);
         };
-        let refresh_token = self
-            .keyring
-            .open_string(sealed, leased.binding(REFRESH_TOKEN))
-            .map_err(|e| RefreshFailure::Internal(e.into()))?;
         let lease_end = leased
             .lease_until
             .unwrap_or_else(|| self.clock.now().plus(self.policy.lease));
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let call = self
-                .providers
-                .refresh(&leased.provider, refresh_token.as_str());
+            let call = match &grant {
+                Grant::RefreshToken(rt) => self.providers.refresh(&leased.provider, rt.as_str()),
+                Grant::ServiceAccount(credential) => self
+                    .providers
+                    .mint_service_account(&leased.provider, credential.as_str()),
+            };
             let outcome = match tokio::time::timeout(self.policy.provider_timeout, call).await {
+                // A service account keeps its credential: a refresh token in the answer to a
+                // JWT bearer grant would replace it, so it is dropped.
+                Ok(Ok(mut tokens)) if matches!(grant, Grant::ServiceAccount(_)) => {
+                    tokens.refresh_token = None;
+                    Ok(tokens)
+                }
                 Ok(r) => r,
                 Err(_) => Err(OAuthError::Transient {
                     detail: format!(
@@ -1015,7 +1025,13 @@ impl TokenService {
                 return self.issue(&latest, ReadPath::Joined);
             }
         }
-        let reason = format!("invalid_grant: {}", truncate(&description, 200));
+        // A service account whose delegation was withdrawn answers `unauthorized_client`,
+        // which the gateway reports as a dead grant with that code first.
+        let reason = if description.starts_with("unauthorized_client") {
+            truncate(&description, 200)
+        } else {
+            format!("invalid_grant: {}", truncate(&description, 200))
+        };
         self.mark_reauth(&leased, owner, &reason).await
     }
 
@@ -1089,6 +1105,69 @@ impl TokenService {
         new: NewConnection,
         audit_detail: &str,
     ) -> Result<Connection, ServiceError> {
+        self.store_with(new, None, audit_detail).await
+    }
+
+    /// Connects an actor through a service account (Google Workspace domain-wide delegation):
+    /// mints a first access token with `credential` (proving the key and the delegation work),
+    /// then stores the token and the credential, sealed under the service-account binding in
+    /// the refresh slot. From then on the connection is refreshed like any other, by minting.
+    pub async fn store_service_account(
+        &self,
+        mut new: NewConnection,
+        credential: SecretString,
+        audit_detail: &str,
+    ) -> Result<Connection, ServiceError> {
+        let call = self
+            .providers
+            .mint_service_account(&new.provider, credential.expose_secret());
+        let minted = match tokio::time::timeout(self.policy.provider_timeout, call).await {
+            Ok(Ok(tokens)) => tokens,
+            Ok(Err(OAuthError::InvalidGrant { description })) => {
+                return Err(ServiceError::ProviderRejected {
+                    detail: format!("the service account was refused: {description}"),
+                });
+            }
+            Ok(Err(OAuthError::Transient {
+                detail,
+                retry_after,
+                ..
+            })) => {
+                return Err(ServiceError::ProviderUnavailable {
+                    detail,
+                    retry_after,
+                });
+            }
+            Ok(Err(OAuthError::Rejected { detail })) => {
+                return Err(ServiceError::ProviderRejected { detail });
+            }
+            Ok(Err(OAuthError::UnknownProvider)) => {
+                return Err(ServiceError::NotFound("provider"));
+            }
+            Err(_) => {
+                return Err(ServiceError::ProviderUnavailable {
+                    detail: format!(
+                        "token endpoint did not answer within {:?}",
+                        self.policy.provider_timeout
+                    ),
+                    retry_after: None,
+                });
+            }
+        };
+        new.tokens = TokenSet {
+            refresh_token: None,
+            ..minted
+        };
+        new.expires_at = None;
+        self.store_with(new, Some(credential), audit_detail).await
+    }
+
+    async fn store_with(
+        &self,
+        new: NewConnection,
+        service_account: Option<SecretString>,
+        audit_detail: &str,
+    ) -> Result<Connection, ServiceError> {
         if new.tokens.access_token.expose_secret().is_empty() {
             events::record(&new.provider, OAuthEvent::MissingAccessToken);
             return Err(ServiceError::ProviderRejected {
@@ -1149,10 +1228,16 @@ impl TokenService {
                 new.tokens.access_token.expose_secret().as_bytes(),
                 conn.binding(ACCESS_TOKEN),
             );
-            conn.refresh_token = new.tokens.refresh_token.as_ref().map(|rt| {
-                self.keyring
-                    .seal(rt.expose_secret().as_bytes(), conn.binding(REFRESH_TOKEN))
-            });
+            conn.refresh_token = match &service_account {
+                Some(credential) => Some(self.keyring.seal(
+                    credential.expose_secret().as_bytes(),
+                    conn.binding(SERVICE_ACCOUNT),
+                )),
+                None => new.tokens.refresh_token.as_ref().map(|rt| {
+                    self.keyring
+                        .seal(rt.expose_secret().as_bytes(), conn.binding(REFRESH_TOKEN))
+                }),
+            };
             let record = AuditEvent::new(
                 conn.workspace_id.clone(),
                 AuditAction::ConnectionCreated,
@@ -1220,9 +1305,16 @@ impl TokenService {
 
     async fn revoke(&self, conn: &Connection) -> Deletion {
         // Revoking the refresh token ends the whole grant at RFC 7009 providers.
+        // A service account's credential is no token of the provider's: revoke the access
+        // token it minted (the key itself is managed in the provider's console).
+        let service_account = conn.refresh_token.is_some()
+            && matches!(
+                conn.open_refresh_slot(&self.keyring),
+                Ok(Some((_, SERVICE_ACCOUNT)))
+            );
         let (sealed, column, kind) = match &conn.refresh_token {
-            Some(rt) => (rt.as_slice(), REFRESH_TOKEN, TokenKind::RefreshToken),
-            None => (
+            Some(rt) if !service_account => (rt.as_slice(), REFRESH_TOKEN, TokenKind::RefreshToken),
+            _ => (
                 conn.access_token.as_slice(),
                 ACCESS_TOKEN,
                 TokenKind::AccessToken,

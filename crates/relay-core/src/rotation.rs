@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use tracing::{info, warn};
 
-use crate::connection::{ACCESS_TOKEN, Connection, REFRESH_TOKEN};
+use crate::connection::{ACCESS_TOKEN, Connection};
 use crate::error::ServiceError;
 use crate::ports::{SealedKind, SealedValue, Store};
 use crate::vault::{Binding, Keyring};
@@ -157,13 +157,10 @@ async fn reseal_connection(
 ) -> Result<bool, ServiceError> {
     let access = keyring.open(&conn.access_token, conn.binding(ACCESS_TOKEN))?;
     let access = keyring.seal(&access, conn.binding(ACCESS_TOKEN));
-    let refresh = match &conn.refresh_token {
-        Some(r) => {
-            let plain = keyring.open(r, conn.binding(REFRESH_TOKEN))?;
-            Some(keyring.seal(&plain, conn.binding(REFRESH_TOKEN)))
-        }
-        None => None,
-    };
+    // The refresh slot keeps the binding it has (a refresh token or a service account).
+    let refresh = conn
+        .open_refresh_slot(keyring)?
+        .map(|(plain, column)| keyring.seal(&plain, conn.binding(column)));
     Ok(store
         .reseal_connection(&conn.id, conn.version, &access, refresh.as_deref())
         .await?)

@@ -21,6 +21,7 @@ use url::Url;
 
 use crate::discovery::{self, DiscoveryError, ProviderMetadata};
 use crate::id_token::{Expected, IdTokenError, KeyCache, get_capped};
+use crate::service_account;
 use crate::settings::{self, ProviderKind, ProviderSettings, TokenAuthMethod};
 use crate::token_client::{self, ClientAuth};
 
@@ -505,6 +506,35 @@ impl ProviderGateway for Catalog {
             form,
         )
         .await
+    }
+
+    async fn mint_service_account(
+        &self,
+        provider: &ProviderName,
+        credential: &str,
+    ) -> Result<TokenSet, OAuthError> {
+        let p = self.provider(provider)?;
+        let e = self.endpoints(p).await?;
+        let rejected = |detail: String| OAuthError::Rejected { detail };
+        let credential =
+            service_account::parse(credential).map_err(|err| rejected(err.to_string()))?;
+        // The assertion goes to the provider's configured token endpoint, never to a URL from
+        // the key: a key names its `token_uri`, and a key for another endpoint is refused.
+        if let Some(uri) = &credential.token_uri
+            && uri.trim_end_matches('/') != e.token_url.trim_end_matches('/')
+        {
+            return Err(rejected(format!(
+                "the service account key is for the token endpoint {uri}, but provider {provider} uses {}",
+                e.token_url
+            )));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let assertion = service_account::assertion(&credential, &e.token_url, now)
+            .map_err(|err| rejected(err.to_string()))?;
+        token_client::jwt_bearer_request(&self.http, &e.token_url, assertion).await
     }
 
     async fn revoke(

@@ -11,6 +11,7 @@ mod discovery;
 pub mod google_credentials;
 pub mod id_token;
 pub mod limited_body;
+pub mod service_account;
 pub mod settings;
 pub mod token_client;
 

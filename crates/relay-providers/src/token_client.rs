@@ -128,6 +128,38 @@ pub async fn token_request(
         .post(token_url)
         .header(reqwest::header::ACCEPT, "application/json");
     let req = apply_auth(req, &mut form, auth);
+    send(req, form, &["invalid_grant"]).await
+}
+
+/// The JWT bearer grant (RFC 7523 section 2.1): the signed assertion is the only credential, no
+/// client authentication. `unauthorized_client` (Google: the service account is not allowed
+/// to act for that user or those scopes, i.e. the delegation was withdrawn) is a dead grant
+/// too, like `invalid_grant`: retrying will not help until an administrator acts.
+pub async fn jwt_bearer_request(
+    http: &reqwest::Client,
+    token_url: &str,
+    assertion: String,
+) -> Result<TokenSet, OAuthError> {
+    let req = http
+        .post(token_url)
+        .header(reqwest::header::ACCEPT, "application/json");
+    let form = vec![
+        ("grant_type", JWT_BEARER_GRANT.to_owned()),
+        ("assertion", assertion),
+    ];
+    send(req, form, &["invalid_grant", "unauthorized_client"]).await
+}
+
+/// The grant type of RFC 7523 section 2.1.
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// Sends a token request; `dead_grant_errors` are the OAuth error codes that mean the grant
+/// no longer works ([`OAuthError::InvalidGrant`]).
+async fn send(
+    req: reqwest::RequestBuilder,
+    form: Vec<(&'static str, String)>,
+    dead_grant_errors: &[&str],
+) -> Result<TokenSet, OAuthError> {
     let resp = req
         .form(&form)
         .send()
@@ -172,10 +204,20 @@ pub async fn token_request(
                 .map(SecretString::from),
         });
     }
-    Err(classify_error(status.as_u16(), &headers, &body))
+    Err(classify_error(
+        status.as_u16(),
+        &headers,
+        &body,
+        dead_grant_errors,
+    ))
 }
 
-fn classify_error(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> OAuthError {
+fn classify_error(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+    dead_grant_errors: &[&str],
+) -> OAuthError {
     let parsed: Option<ErrorResponse> = serde_json::from_slice(body).ok();
     let described = |e: &ErrorResponse| match &e.error_description {
         Some(d) => format!("{}: {}", e.error, clean(d)),
@@ -198,6 +240,10 @@ fn classify_error(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]
                 .as_deref()
                 .map(clean)
                 .unwrap_or_else(|| "the grant is invalid, expired or revoked".into()),
+        },
+        // Another code that means a dead grant here: said first, so the reason names it.
+        Some(e) if dead_grant_errors.contains(&e.error.as_str()) => OAuthError::InvalidGrant {
+            description: described(&e),
         },
         Some(e) if e.error == "temporarily_unavailable" || e.error == "server_error" => {
             OAuthError::Transient {
@@ -246,7 +292,7 @@ pub async fn revoke(
     let body = read_limited(resp, TOKEN_RESPONSE_MAX)
         .await
         .unwrap_or_default();
-    match classify_error(status.as_u16(), &headers, &body) {
+    match classify_error(status.as_u16(), &headers, &body, &["invalid_grant"]) {
         // At a revocation endpoint, invalid_grant-like answers mean the token is already dead.
         OAuthError::InvalidGrant { .. } => Ok(()),
         other => Err(other),
@@ -328,6 +374,23 @@ mod tests {
     use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
     #[test]
+    fn unauthorized_client_is_a_dead_grant_only_where_asked() {
+        let none = HeaderMap::new();
+        let body = br#"{"error":"unauthorized_client","error_description":"Client is unauthorized to retrieve access tokens using this method"}"#;
+        assert!(matches!(
+            classify_error(401, &none, body, &["invalid_grant"]),
+            OAuthError::Rejected { .. }
+        ));
+        match classify_error(401, &none, body, &["invalid_grant", "unauthorized_client"]) {
+            OAuthError::InvalidGrant { description } => assert_eq!(
+                description,
+                "unauthorized_client: Client is unauthorized to retrieve access tokens using this method"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn classifies_token_endpoint_errors() {
         let none = HeaderMap::new();
         let mut ra = HeaderMap::new();
@@ -353,7 +416,7 @@ mod tests {
             (400, &none, "not json", "rejected"),
         ];
         for (status, headers, body, want) in cases {
-            let got = classify_error(status, headers, body.as_bytes());
+            let got = classify_error(status, headers, body.as_bytes(), &["invalid_grant"]);
             let kind = match &got {
                 OAuthError::InvalidGrant { .. } => "grant",
                 OAuthError::Transient { .. } => "transient",
@@ -362,7 +425,7 @@ mod tests {
             };
             assert_eq!(kind, want, "{status} {body}: {got:?}");
         }
-        match classify_error(429, &ra, b"") {
+        match classify_error(429, &ra, b"", &["invalid_grant"]) {
             OAuthError::Transient { retry_after, .. } => {
                 assert_eq!(retry_after, Some(Duration::from_secs(7)))
             }

@@ -14,7 +14,9 @@
 //!
 //! For actions, [`fake_google_api::FakeGoogleApi`] (Gmail and Drive),
 //! [`fake_graph::FakeGraph`] (Microsoft Graph `sendMail`) and
-//! [`webhook_receiver::WebhookReceiver`] play the APIs Relay calls with the tokens it keeps.
+//! [`webhook_receiver::WebhookReceiver`] play the APIs Relay calls with the tokens it keeps;
+//! [`fake_service_account::FakeServiceAccountToken`] plays Google's token endpoint for service
+//! accounts (the JWT bearer grant).
 //!
 //! Both are driven by the same browser stand-in, [`browser::browser_authorize`], which returns a
 //! [`browser::CallbackRedirect`]: the URL the provider sent the browser back to. Where only a
@@ -27,6 +29,7 @@ pub mod chromium;
 pub mod fake_google_api;
 pub mod fake_graph;
 pub mod fake_provider;
+pub mod fake_service_account;
 pub mod mcp_clients;
 pub mod oidc_provider;
 pub mod otlp_collector;
@@ -40,6 +43,7 @@ pub use fake_graph::FakeGraph;
 pub use fake_provider::{
     Failure, FakeProvider, FakeProviderConfig, IssMode, RefreshMode, follow_authorize,
 };
+pub use fake_service_account::{FakeServiceAccountToken, generate_rsa_key};
 pub use oidc_provider::{OidcProviderHarness, OidcProviderOptions, complete_browser_flow};
 pub use otlp_collector::OtlpCollector;
 pub use pkce::Pkce;

@@ -1,4 +1,5 @@
 //! The command line: `serve`, `migrate`, `api-key create|revoke`, `vault status|reseal`,
+//! `import token-json|fernet-jsonl|postgres`, `connection add-service-account`,
 //! `audit verify|export`, `mcp` (stdio MCP for local agents), `health`.
 
 use std::path::PathBuf;
@@ -72,6 +73,37 @@ enum Command {
         /// Seconds to wait for the answer.
         #[arg(long, value_name = "SECS", default_value_t = 3)]
         timeout: u64,
+    },
+    /// Add connections without a user's consent flow.
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
+}
+
+#[derive(Subcommand)]
+enum ConnectionCommand {
+    /// Act as a Google Workspace user through a service account with domain-wide delegation
+    /// (what GOOGLE_CREDENTIALS_JSON + GMAIL_DELEGATED_USER did). Mints a first token to prove
+    /// the delegation works, then stores the key sealed; tokens are minted anew as they expire.
+    AddServiceAccount {
+        /// Workspace of the connection (created if needed).
+        #[arg(long)]
+        workspace: String,
+        /// Configured provider whose token endpoint mints the tokens (Google).
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        actor_id: String,
+        #[arg(long)]
+        actor_type: Option<String>,
+        /// The service account key JSON downloaded from Google's console.
+        #[arg(long, value_name = "PATH")]
+        key_file: PathBuf,
+        /// Email of the Workspace user to act as.
+        #[arg(long)]
+        subject: String,
+        /// A scope the delegation grants (repeatable, or space-separated).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
     },
 }
 
@@ -402,6 +434,29 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Connection(ConnectionCommand::AddServiceAccount {
+            workspace,
+            provider,
+            actor_id,
+            actor_type,
+            key_file,
+            subject,
+            scopes,
+        }) => {
+            crate::import::add_service_account(
+                &config,
+                crate::import::ServiceAccountArgs {
+                    workspace: &workspace,
+                    provider: &provider,
+                    actor_id: &actor_id,
+                    actor_type: actor_type.as_deref(),
+                    key_file: &key_file,
+                    subject: &subject,
+                    scopes: &scopes,
+                },
+            )
+            .await
         }
         Command::Audit(cmd) => {
             let db = runtime::open_database(&config).await?;

@@ -6,6 +6,8 @@
 //!   import to obtain an access token.
 //! * `fernet-jsonl`: rows exported from an existing `oauth_tokens` table whose token columns were
 //!   encrypted with Fernet (`cryptography.fernet`), one JSON object per line.
+//! * `connection add-service-account`: a Google service account key file, for acting as a
+//!   Workspace user through domain-wide delegation.
 //! * `postgres` ([`postgres`]): the same tables read straight from the old database, in any of
 //!   the three shapes teams moving in bring (actor rows, user rows, plaintext `token_data`).
 //!
@@ -236,6 +238,39 @@ impl Importer {
         configured_provider(&self.config_providers, name)
     }
 
+    /// Connects `key` through a service account: mints a first token, stores it and the
+    /// sealed credential, with the new connection's audit record.
+    pub(crate) async fn add_service_account(
+        &self,
+        key: &ActorKey,
+        credential: SecretString,
+        scopes: Scopes,
+    ) -> anyhow::Result<relay_core::connection::Connection> {
+        let conn = self
+            .tokens
+            .store_service_account(
+                NewConnection {
+                    workspace_id: key.workspace.clone(),
+                    provider: key.provider.clone(),
+                    actor_type: key.actor_type.clone(),
+                    actor_id: key.actor_id.clone(),
+                    tokens: TokenSet {
+                        access_token: SecretString::from(String::new()),
+                        refresh_token: None,
+                        token_type: "Bearer".into(),
+                        expires_in: None,
+                        scope: None,
+                    },
+                    requested_scopes: scopes,
+                    expires_at: None,
+                },
+                credential,
+                "cli service account",
+            )
+            .await?;
+        Ok(conn)
+    }
+
     pub(crate) async fn close(self) {
         self.db.close().await;
     }
@@ -321,6 +356,59 @@ pub(crate) fn open_fernet(
     String::from_utf8(plain)
         .map(SecretString::from)
         .map_err(|_| anyhow::anyhow!("{column} is not UTF-8 text"))
+}
+
+/// `relay connection add-service-account`.
+pub struct ServiceAccountArgs<'a> {
+    pub workspace: &'a str,
+    pub provider: &'a str,
+    pub actor_id: &'a str,
+    pub actor_type: Option<&'a str>,
+    pub key_file: &'a Path,
+    pub subject: &'a str,
+    pub scopes: &'a [String],
+}
+
+/// Connects an actor through a Google service account key file (see
+/// [`relay_providers::service_account`]). The key is read, validated and sealed; it is never
+/// printed, and errors name the problem, not the key's content.
+pub async fn add_service_account(
+    config: &Config,
+    args: ServiceAccountArgs<'_>,
+) -> anyhow::Result<()> {
+    let actor_id = ActorId::parse(args.actor_id).map_err(|e| anyhow::anyhow!("--actor-id: {e}"))?;
+    let actor_type = actor_type_or_user(args.actor_type)?;
+    let provider = configured_provider(&configured_clients(config), args.provider)
+        .map_err(|e| anyhow::anyhow!("--provider: {e}"))?;
+    let workspace = workspace_name(args.workspace)?;
+    let scopes =
+        Scopes::parse(&args.scopes.join(" ")).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+    let text = std::fs::read_to_string(args.key_file)
+        .with_context(|| format!("reading {}", args.key_file.display()))?;
+    let key: Value = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not JSON: {}",
+            args.key_file.display(),
+            describe_json_error(&e)
+        )
+    })?;
+    let credential = relay_providers::service_account::credential(&key, args.subject, &scopes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.key_file.display()))?;
+    let mut importer = Importer::open(config).await?;
+    let key = ActorKey {
+        workspace: importer.workspace(workspace).await?,
+        provider,
+        actor_type,
+        actor_id,
+    };
+    let result = importer.add_service_account(&key, credential, scopes).await;
+    importer.close().await;
+    let conn = result?;
+    println!(
+        "connected {} through the service account: connection {}",
+        key.actor_id, conn.id
+    );
+    Ok(())
 }
 
 /// google-auth's `Credentials.to_json()`, or gcloud's `authorized_user` file.

@@ -148,15 +148,23 @@ pub async fn get_connection(
     Ok(axum::Json(ConnectionView::from(&conn)))
 }
 
-/// Existing tokens to import.
+/// Existing tokens to import, or a service account to act through (Google Workspace
+/// domain-wide delegation: give `service_account`, `subject` and `scopes` instead of tokens).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportConnection {
     provider: String,
     actor_id: String,
     actor_type: Option<String>,
-    /// 1 to 16,384 printable ASCII characters (no control characters).
-    access_token: String,
+    /// Required unless `service_account` is given. 1 to 16,384 printable ASCII characters (no
+    /// control characters).
+    access_token: Option<String>,
+    /// The service account key JSON as Google's console downloads it (`"type":
+    /// "service_account"`, `client_email`, `private_key`, ...). Stored sealed, never returned.
+    #[schema(value_type = Option<Object>)]
+    service_account: Option<serde_json::Value>,
+    /// With `service_account`: the email of the Workspace user to act as.
+    subject: Option<String>,
     /// 1 to 16,384 printable ASCII characters (no control characters).
     refresh_token: Option<String>,
     /// RFC 3339 time or Unix seconds. Give this or `expires_in`.
@@ -204,10 +212,14 @@ fn parse_scopes(v: &serde_json::Value) -> Result<Scopes, ApiError> {
     }
 }
 
-/// Import a connection from existing tokens.
+/// Import a connection from existing tokens, or connect an actor through a Google service
+/// account with domain-wide delegation (a first token is minted before anything is stored).
 #[utoipa::path(post, path = "/connections", tag = "connections", request_body = ImportConnection,
     responses((status = 201, body = ConnectionView), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
-        (status = 404, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)),
+        (status = 404, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope, description = "validation_error, or invalid_service_account: the key cannot be used"),
+        (status = 502, body = ErrorEnvelope, description = "provider_error: the token endpoint refused the service account (e.g. unauthorized_client: no delegation for these scopes)"),
+        (status = 503, body = ErrorEnvelope, description = "provider_unavailable: the token endpoint did not answer")),
     security(("api_key" = [])))]
 pub async fn create_connection(
     State(state): State<AppState>,
@@ -218,7 +230,71 @@ pub async fn create_connection(
     let (actor_type, actor_id) = parse_actor(&body.actor_id, body.actor_type.as_deref())?;
     let unprocessable =
         |m: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_error", m);
-    if body.access_token.is_empty() || body.access_token.len() > 16 * 1024 {
+    if let Some(key) = &body.service_account {
+        if body.access_token.is_some()
+            || body.refresh_token.is_some()
+            || body.expires_at.is_some()
+            || body.expires_in.is_some()
+            || body.token_type.is_some()
+        {
+            return Err(unprocessable(
+                "a service_account connection takes no tokens: give service_account, subject and scopes",
+            ));
+        }
+        let Some(subject) = &body.subject else {
+            return Err(unprocessable(
+                "subject (the Workspace user to act as) is required with service_account",
+            ));
+        };
+        let scopes = body
+            .scopes
+            .as_ref()
+            .map(parse_scopes)
+            .transpose()?
+            .unwrap_or_default();
+        let credential = relay_providers::service_account::credential(key, subject, &scopes)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_service_account",
+                    e.to_string(),
+                )
+            })?;
+        let conn = state
+            .tokens
+            .store_service_account(
+                NewConnection {
+                    workspace_id: caller.workspace_id.clone(),
+                    provider,
+                    actor_type,
+                    actor_id,
+                    tokens: TokenSet {
+                        access_token: SecretString::from(String::new()),
+                        refresh_token: None,
+                        token_type: "Bearer".into(),
+                        expires_in: None,
+                        scope: None,
+                    },
+                    requested_scopes: scopes,
+                    expires_at: None,
+                },
+                credential,
+                "service account",
+            )
+            .await?;
+        return Ok((StatusCode::CREATED, axum::Json(ConnectionView::from(&conn))));
+    }
+    if body.subject.is_some() {
+        return Err(unprocessable(
+            "subject is only for service_account connections",
+        ));
+    }
+    let Some(access_token) = body.access_token else {
+        return Err(unprocessable(
+            "access_token is required (or service_account for a service-account connection)",
+        ));
+    };
+    if access_token.is_empty() || access_token.len() > 16 * 1024 {
         return Err(unprocessable("access_token must be 1 to 16384 characters"));
     }
     if body
@@ -271,7 +347,7 @@ pub async fn create_connection(
                 actor_type,
                 actor_id,
                 tokens: TokenSet {
-                    access_token: SecretString::from(body.access_token),
+                    access_token: SecretString::from(access_token),
                     refresh_token: body.refresh_token.map(SecretString::from),
                     token_type,
                     expires_in: body.expires_in,
