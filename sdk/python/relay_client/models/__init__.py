@@ -21,6 +21,7 @@ from .execute_response import ExecuteResponse
 from .execute_response_result import ExecuteResponseResult
 from .health import Health
 from .import_connection import ImportConnection
+from .import_connection_service_account_type_0 import ImportConnectionServiceAccountType0
 from .link_status import LinkStatus
 from .preview_body import PreviewBody
 from .preview_body_params import PreviewBodyParams
@@ -58,6 +59,7 @@ __all__ = (
     "ExecuteResponseResult",
     "Health",
     "ImportConnection",
+    "ImportConnectionServiceAccountType0",
     "LinkStatus",
     "PreviewBody",
     "PreviewBodyParams",

@@ -84,6 +84,20 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
 
         return response_422
 
+    if response.status_code == 502:
+        response_502 = ErrorEnvelope.from_dict(response.json())
+
+
+
+        return response_502
+
+    if response.status_code == 503:
+        response_503 = ErrorEnvelope.from_dict(response.json())
+
+
+
+        return response_503
+
     if client.raise_on_unexpected_status:
         raise errors.UnexpectedStatus(response.status_code, response.content)
     else:
@@ -105,10 +119,13 @@ def sync_detailed(
     body: ImportConnection,
 
 ) -> Response[ConnectionView | ErrorEnvelope]:
-    """ Import a connection from existing tokens.
+    """ Import a connection from existing tokens, or connect an actor through a Google service
+    account with domain-wide delegation (a first token is minted before anything is stored).
 
     Args:
-        body (ImportConnection): Existing tokens to import.
+        body (ImportConnection): Existing tokens to import, or a service account to act through
+            (Google Workspace
+            domain-wide delegation: give `service_account`, `subject` and `scopes` instead of tokens).
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -136,10 +153,13 @@ def sync(
     body: ImportConnection,
 
 ) -> ConnectionView | ErrorEnvelope | None:
-    """ Import a connection from existing tokens.
+    """ Import a connection from existing tokens, or connect an actor through a Google service
+    account with domain-wide delegation (a first token is minted before anything is stored).
 
     Args:
-        body (ImportConnection): Existing tokens to import.
+        body (ImportConnection): Existing tokens to import, or a service account to act through
+            (Google Workspace
+            domain-wide delegation: give `service_account`, `subject` and `scopes` instead of tokens).
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -162,10 +182,13 @@ async def asyncio_detailed(
     body: ImportConnection,
 
 ) -> Response[ConnectionView | ErrorEnvelope]:
-    """ Import a connection from existing tokens.
+    """ Import a connection from existing tokens, or connect an actor through a Google service
+    account with domain-wide delegation (a first token is minted before anything is stored).
 
     Args:
-        body (ImportConnection): Existing tokens to import.
+        body (ImportConnection): Existing tokens to import, or a service account to act through
+            (Google Workspace
+            domain-wide delegation: give `service_account`, `subject` and `scopes` instead of tokens).
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -193,10 +216,13 @@ async def asyncio(
     body: ImportConnection,
 
 ) -> ConnectionView | ErrorEnvelope | None:
-    """ Import a connection from existing tokens.
+    """ Import a connection from existing tokens, or connect an actor through a Google service
+    account with domain-wide delegation (a first token is minted before anything is stored).
 
     Args:
-        body (ImportConnection): Existing tokens to import.
+        body (ImportConnection): Existing tokens to import, or a service account to act through
+            (Google Workspace
+            domain-wide delegation: give `service_account`, `subject` and `scopes` instead of tokens).
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
