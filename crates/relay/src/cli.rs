@@ -184,7 +184,9 @@ struct LegacyKeyArgs {
         long = "legacy-key",
         env = "LEGACY_FERNET_KEYS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        // A URL-safe base64 key may well start with `-`.
+        allow_hyphen_values = true
     )]
     legacy_keys: Vec<String>,
 }

@@ -166,7 +166,9 @@ async fn actor_rows(backend: Backend) {
     let Some(s) = setup(backend, "google").await else {
         return;
     };
-    let (key_new, key_old, key_unknown) = (new_fernet_key(), new_fernet_key(), new_fernet_key());
+    // A URL-safe base64 key may start with `-`: it must still read as a key, not an option.
+    let key_old = "-q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned();
+    let (key_new, key_unknown) = (new_fernet_key(), new_fernet_key());
     let (a1, r1) = s.fake.issue_tokens_directly();
     let new = python_fernet(&key_new, &[&a1, &r1, "ya29.bot", "ya29.carol"]);
     let old = python_fernet(&key_old, &["ya29.bob", "1//bob-refresh"]);
