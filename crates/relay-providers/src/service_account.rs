@@ -91,6 +91,17 @@ pub fn credential(
     subject: &str,
     scopes: &Scopes,
 ) -> Result<SecretString, InvalidServiceAccount> {
+    // The services Relay replaces kept the key in an environment variable
+    // (`GOOGLE_CREDENTIALS_JSON`): its text is accepted as well as the object.
+    let parsed;
+    let key = match key {
+        Value::String(text) => {
+            parsed = serde_json::from_str::<Value>(text)
+                .map_err(|_| invalid("service_account must be the key's JSON object"))?;
+            &parsed
+        }
+        other => other,
+    };
     if !key.is_object() {
         return Err(invalid("service_account must be the key's JSON object"));
     }
@@ -187,6 +198,11 @@ mod tests {
         let scopes = Scopes::parse("https://www.googleapis.com/auth/gmail.send").unwrap();
         let cases = [
             (json!("just a string"), "JSON object"),
+            (json!("[\"not\", \"an object\"]"), "JSON object"),
+            (
+                json!(json!({"type": "authorized_user"}).to_string()),
+                "\"type\": \"service_account\"",
+            ),
             (
                 json!({"type": "authorized_user"}),
                 "\"type\": \"service_account\"",

@@ -152,6 +152,13 @@ async fn service_account_connections(backend: Backend) {
     assert!(fake.is_access_token_valid(&second));
     assert_eq!(fake.grants().len(), 2);
 
+    // The key as the text of GOOGLE_CREDENTIALS_JSON works too.
+    let mut as_text = body("erin@example.com", &json!(key.to_string()));
+    as_text["actor_id"] = json!("erin");
+    let (status, erin) = relay.post_json("/connections", &api, &as_text).await;
+    assert_eq!(status, 201, "{erin}");
+    assert_eq!(fake.grants().last().unwrap()["sub"], "erin@example.com");
+
     // Bad input: clear codes, nothing stored.
     let (status, err) = relay
         .post_json(
@@ -229,7 +236,7 @@ async fn service_account_connections(backend: Backend) {
     // Canary: the private key is nowhere but sealed.
     let canary = canary(&pem);
     let (_, list) = relay.get_json("/connections", &api).await;
-    for shown in [&created, &view, &list] {
+    for shown in [&created, &erin, &view, &list] {
         assert!(!shown.to_string().contains(&canary), "{shown}");
     }
     assert!(!relay.logs().contains(&canary), "the key is in the logs");

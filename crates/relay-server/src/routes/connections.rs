@@ -160,7 +160,8 @@ pub struct ImportConnection {
     /// control characters).
     access_token: Option<String>,
     /// The service account key JSON as Google's console downloads it (`"type":
-    /// "service_account"`, `client_email`, `private_key`, ...). Stored sealed, never returned.
+    /// "service_account"`, `client_email`, `private_key`, ...), or its text as kept in
+    /// `GOOGLE_CREDENTIALS_JSON`. Stored sealed, never returned.
     #[schema(value_type = Option<Object>)]
     service_account: Option<serde_json::Value>,
     /// With `service_account`: the email of the Workspace user to act as.

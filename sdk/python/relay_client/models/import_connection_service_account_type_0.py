@@ -21,7 +21,8 @@ T = TypeVar("T", bound="ImportConnectionServiceAccountType0")
 @_attrs_define
 class ImportConnectionServiceAccountType0:
     """ The service account key JSON as Google's console downloads it (`"type":
-    "service_account"`, `client_email`, `private_key`, ...). Stored sealed, never returned.
+    "service_account"`, `client_email`, `private_key`, ...), or its text as kept in
+    `GOOGLE_CREDENTIALS_JSON`. Stored sealed, never returned.
 
      """
 
