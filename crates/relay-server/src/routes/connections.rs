@@ -310,7 +310,7 @@ pub async fn create_connection(
     // RFC 6749 (appendix A.12, A.17): tokens are visible ASCII and space only. A NUL or other
     // control character would be stored and later break the `Authorization` header it is sent in.
     let vschar = |t: &str| t.bytes().all(|b| (0x20..=0x7e).contains(&b));
-    if !vschar(&body.access_token) {
+    if !vschar(&access_token) {
         return Err(unprocessable(
             "access_token must be printable ASCII (no control characters)",
         ));
