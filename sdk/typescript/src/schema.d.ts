@@ -128,7 +128,10 @@ export interface paths {
         /** List the workspace's connections. */
         get: operations["list_connections"];
         put?: never;
-        /** Import a connection from existing tokens. */
+        /**
+         * Import a connection from existing tokens, or connect an actor through a Google service
+         *     account with domain-wide delegation (a first token is minted before anything is stored).
+         */
         post: operations["create_connection"];
         delete?: never;
         options?: never;
@@ -503,10 +506,16 @@ export interface components {
         Health: {
             status: string;
         };
-        /** @description Existing tokens to import. */
+        /**
+         * @description Existing tokens to import, or a service account to act through (Google Workspace
+         *     domain-wide delegation: give `service_account`, `subject` and `scopes` instead of tokens).
+         */
         ImportConnection: {
-            /** @description 1 to 16,384 printable ASCII characters (no control characters). */
-            access_token: string;
+            /**
+             * @description Required unless `service_account` is given. 1 to 16,384 printable ASCII characters (no
+             *     control characters).
+             */
+            access_token?: string | null;
             actor_id: string;
             actor_type?: string | null;
             /** @description RFC 3339 time or Unix seconds. Give this or `expires_in`. */
@@ -518,6 +527,14 @@ export interface components {
             refresh_token?: string | null;
             /** @description A list, or one space/comma separated string. */
             scopes?: string[] | null;
+            /**
+             * @description The service account key JSON as Google's console downloads it (`"type":
+             *     "service_account"`, `client_email`, `private_key`, ...), or its text as kept in
+             *     `GOOGLE_CREDENTIALS_JSON`. Stored sealed, never returned.
+             */
+            service_account?: Record<string, never> | null;
+            /** @description With `service_account`: the email of the Workspace user to act as. */
+            subject?: string | null;
             token_type?: string | null;
         };
         LinkStatus: {
@@ -1300,8 +1317,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description Unprocessable Entity */
+            /** @description validation_error, or invalid_service_account: the key cannot be used */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description provider_error: the token endpoint refused the service account (e.g. unauthorized_client: no delegation for these scopes) */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description provider_unavailable: the token endpoint did not answer */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

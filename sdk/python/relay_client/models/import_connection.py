@@ -11,6 +11,8 @@ from ..types import UNSET, Unset
 from ..types import UNSET, Unset
 from typing import cast
 
+if TYPE_CHECKING:
+  from ..models.import_connection_service_account_type_0 import ImportConnectionServiceAccountType0
 
 
 
@@ -22,28 +24,38 @@ T = TypeVar("T", bound="ImportConnection")
 
 @_attrs_define
 class ImportConnection:
-    """ Existing tokens to import.
+    """ Existing tokens to import, or a service account to act through (Google Workspace
+    domain-wide delegation: give `service_account`, `subject` and `scopes` instead of tokens).
 
         Attributes:
-            access_token (str): 1 to 16,384 printable ASCII characters (no control characters).
             actor_id (str):
             provider (str):
+            access_token (None | str | Unset): Required unless `service_account` is given. 1 to 16,384 printable ASCII
+                characters (no
+                control characters).
             actor_type (None | str | Unset):
             expires_at (None | str | Unset): RFC 3339 time or Unix seconds. Give this or `expires_in`.
             expires_in (int | None | Unset):
             refresh_token (None | str | Unset): 1 to 16,384 printable ASCII characters (no control characters).
             scopes (list[str] | None | Unset): A list, or one space/comma separated string.
+            service_account (ImportConnectionServiceAccountType0 | None | Unset): The service account key JSON as Google's
+                console downloads it (`"type":
+                "service_account"`, `client_email`, `private_key`, ...), or its text as kept in
+                `GOOGLE_CREDENTIALS_JSON`. Stored sealed, never returned.
+            subject (None | str | Unset): With `service_account`: the email of the Workspace user to act as.
             token_type (None | str | Unset):
      """
 
-    access_token: str
     actor_id: str
     provider: str
+    access_token: None | str | Unset = UNSET
     actor_type: None | str | Unset = UNSET
     expires_at: None | str | Unset = UNSET
     expires_in: int | None | Unset = UNSET
     refresh_token: None | str | Unset = UNSET
     scopes: list[str] | None | Unset = UNSET
+    service_account: ImportConnectionServiceAccountType0 | None | Unset = UNSET
+    subject: None | str | Unset = UNSET
     token_type: None | str | Unset = UNSET
 
 
@@ -51,11 +63,16 @@ class ImportConnection:
 
 
     def to_dict(self) -> dict[str, Any]:
-        access_token = self.access_token
-
+        from ..models.import_connection_service_account_type_0 import ImportConnectionServiceAccountType0 # noqa: PLC0415
         actor_id = self.actor_id
 
         provider = self.provider
+
+        access_token: None | str | Unset
+        if isinstance(self.access_token, Unset):
+            access_token = UNSET
+        else:
+            access_token = self.access_token
 
         actor_type: None | str | Unset
         if isinstance(self.actor_type, Unset):
@@ -91,6 +108,20 @@ class ImportConnection:
         else:
             scopes = self.scopes
 
+        service_account: dict[str, Any] | None | Unset
+        if isinstance(self.service_account, Unset):
+            service_account = UNSET
+        elif isinstance(self.service_account, ImportConnectionServiceAccountType0):
+            service_account = self.service_account.to_dict()
+        else:
+            service_account = self.service_account
+
+        subject: None | str | Unset
+        if isinstance(self.subject, Unset):
+            subject = UNSET
+        else:
+            subject = self.subject
+
         token_type: None | str | Unset
         if isinstance(self.token_type, Unset):
             token_type = UNSET
@@ -101,10 +132,11 @@ class ImportConnection:
         field_dict: dict[str, Any] = {}
 
         field_dict.update({
-            "access_token": access_token,
             "actor_id": actor_id,
             "provider": provider,
         })
+        if access_token is not UNSET:
+            field_dict["access_token"] = access_token
         if actor_type is not UNSET:
             field_dict["actor_type"] = actor_type
         if expires_at is not UNSET:
@@ -115,6 +147,10 @@ class ImportConnection:
             field_dict["refresh_token"] = refresh_token
         if scopes is not UNSET:
             field_dict["scopes"] = scopes
+        if service_account is not UNSET:
+            field_dict["service_account"] = service_account
+        if subject is not UNSET:
+            field_dict["subject"] = subject
         if token_type is not UNSET:
             field_dict["token_type"] = token_type
 
@@ -124,12 +160,21 @@ class ImportConnection:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.import_connection_service_account_type_0 import ImportConnectionServiceAccountType0 # noqa: PLC0415
         d = dict(src_dict)
-        access_token = d.pop("access_token")
-
         actor_id = d.pop("actor_id")
 
         provider = d.pop("provider")
+
+        def _parse_access_token(data: object) -> None | str | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
+
+        access_token = _parse_access_token(d.pop("access_token", UNSET))
+
 
         def _parse_actor_type(data: object) -> None | str | Unset:
             if data is None:
@@ -189,6 +234,36 @@ class ImportConnection:
         scopes = _parse_scopes(d.pop("scopes", UNSET))
 
 
+        def _parse_service_account(data: object) -> ImportConnectionServiceAccountType0 | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                service_account_type_0 = ImportConnectionServiceAccountType0.from_dict(data)
+
+
+
+                return service_account_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(ImportConnectionServiceAccountType0 | None | Unset, data)
+
+        service_account = _parse_service_account(d.pop("service_account", UNSET))
+
+
+        def _parse_subject(data: object) -> None | str | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
+
+        subject = _parse_subject(d.pop("subject", UNSET))
+
+
         def _parse_token_type(data: object) -> None | str | Unset:
             if data is None:
                 return data
@@ -200,14 +275,16 @@ class ImportConnection:
 
 
         import_connection = cls(
-            access_token=access_token,
             actor_id=actor_id,
             provider=provider,
+            access_token=access_token,
             actor_type=actor_type,
             expires_at=expires_at,
             expires_in=expires_in,
             refresh_token=refresh_token,
             scopes=scopes,
+            service_account=service_account,
+            subject=subject,
             token_type=token_type,
         )
 
