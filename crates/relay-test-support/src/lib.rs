@@ -63,12 +63,15 @@ pub fn install_crypto_provider() {
 
 /// A reqwest client for tests: crypto provider installed, redirects NOT followed (tests want to
 /// see every 302/303 an authorization server answers), and a generous overall timeout so that a
-/// hung server fails a test instead of hanging it.
+/// hung server fails a test instead of hanging it. Idle pooled connections are dropped after
+/// 60 s, before Relay's 75 s keep-alive timeout closes them (as a proxy in front of Relay must
+/// be configured), so a request never races the server's close of an idle connection.
 pub fn http_client() -> reqwest::Client {
     install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(30))
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
         .build()
         .expect("building a reqwest client for tests")
 }

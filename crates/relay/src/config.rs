@@ -142,10 +142,13 @@ pub struct ServerConfig {
     /// `["https://studio.example.com"]`, or `["*"]`. Empty (the default): same origin only.
     /// Env `RELAY_CORS_ALLOW_ORIGINS` (comma-separated) replaces it.
     pub cors_allow_origins: Vec<String>,
-    /// A request head must arrive within this many seconds of Relay waiting for it (the
-    /// connection accepted or the previous response sent); also closes idle keep-alive
-    /// connections.
+    /// A new connection's first request head must arrive within this many seconds of the
+    /// accept, and any request head within this many seconds of its first byte.
     pub header_read_timeout_secs: u64,
+    /// A kept-alive connection may wait this many seconds for its next request. Keep it
+    /// above the idle timeout of any proxy or load balancer in front of Relay (usually 60 s),
+    /// or the proxy reuses connections Relay is closing and answers 502.
+    pub keep_alive_timeout_secs: u64,
     /// A connection on which nothing moves for this long, with no request being handled, is
     /// closed (a client that stops reading its answer).
     pub idle_timeout_secs: u64,
@@ -168,6 +171,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             cors_allow_origins: Vec::new(),
             header_read_timeout_secs: limits.header_read_timeout.as_secs(),
+            keep_alive_timeout_secs: limits.keep_alive_timeout.as_secs(),
             idle_timeout_secs: limits.idle_timeout.as_secs(),
             body_read_timeout_secs: limits.body_read_timeout.as_secs(),
             max_connections: limits.max_connections,
@@ -182,6 +186,7 @@ impl std::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("keep_alive_timeout_secs", &self.keep_alive_timeout_secs)
             .field("idle_timeout_secs", &self.idle_timeout_secs)
             .field("body_read_timeout_secs", &self.body_read_timeout_secs)
             .field("max_connections", &self.max_connections)
@@ -209,6 +214,7 @@ impl ServerConfig {
     pub fn connection_limits(&self) -> relay_server::ConnectionLimits {
         relay_server::ConnectionLimits {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            keep_alive_timeout: Duration::from_secs(self.keep_alive_timeout_secs),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
             max_connections: self.max_connections,
@@ -546,11 +552,12 @@ impl Config {
         }
         let server = &file.server;
         if server.header_read_timeout_secs == 0
+            || server.keep_alive_timeout_secs == 0
             || server.idle_timeout_secs == 0
             || server.body_read_timeout_secs == 0
         {
             bail!(
-                "server.header_read_timeout_secs, idle_timeout_secs and body_read_timeout_secs must be positive"
+                "server.header_read_timeout_secs, keep_alive_timeout_secs, idle_timeout_secs and body_read_timeout_secs must be positive"
             );
         }
         if server.max_connections == 0 {
