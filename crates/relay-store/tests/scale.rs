@@ -484,6 +484,30 @@ async fn the_shared_cache_orders_versions_and_invalidates_every_replica() {
     );
 }
 
+/// Replica B refreshed from an older row (its write lost to A's newer version in Redis):
+/// B must not keep its older entry in its in-process tier, where no invalidation would
+/// ever reach it (A's write published nothing: it replaced no entry).
+#[tokio::test]
+async fn a_write_that_lost_to_a_newer_version_is_not_kept_in_the_local_tier() {
+    let Some(redis) = redis().await else { return };
+    let clock = ManualClock::new(Timestamp(1_750_000_000_000));
+    let c: Arc<dyn Clock> = Arc::new(clock.clone());
+    let a = RedisCache::new(redis.clone(), c.clone(), 1000, Duration::from_secs(60));
+    let b = RedisCache::new(redis.clone(), c.clone(), 1000, Duration::from_secs(60));
+    assert!(
+        eventually(|| async { a.local_tier_active() && b.local_tier_active() }).await,
+        "the invalidation subscriptions come up"
+    );
+    let id = ConnectionId::generate();
+    a.put(entry(&id, 2, 2, &clock)).await;
+    b.put(entry(&id, 1, 1, &clock)).await;
+    assert_eq!(
+        b.get(&id).await.map(|e| e.version),
+        Some(2),
+        "B serves the newer entry Redis holds, not the one it failed to write"
+    );
+}
+
 #[tokio::test]
 async fn the_cache_key_and_value_reveal_no_actor_and_no_refresh_token() {
     let Some(redis) = redis().await else { return };

@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Redis, RedisError, fell_back};
 
-/// Writes `ARGV[2]` unless the stored entry has a newer version; publishes the id when an
-/// existing, different entry was replaced (replicas may hold it in their tier).
+/// Writes `ARGV[2]` unless the stored entry has a newer version (then answers 0); publishes
+/// the id when an existing, different entry was replaced (replicas may hold it in their tier).
 const PUT_SCRIPT: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then
@@ -219,6 +219,9 @@ impl ConnectionCache for RedisCache {
             })
             .await;
         match result {
+            // Redis holds a newer version (another replica refreshed meanwhile): ours is
+            // stale, and no invalidation would ever drop it from the local tier.
+            Ok(0) => self.local.invalidate(&entry.id).await,
             Ok(_) => {
                 if self.use_local() {
                     let local_newer = self
