@@ -158,3 +158,41 @@ pub trait ProviderGateway: Send + Sync + 'static {
         kind: TokenKind,
     ) -> Result<bool, OAuthError>;
 }
+
+/// Public facts about a configured provider, for `GET /providers`, Studio and MCP.
+#[derive(Debug, Clone)]
+pub struct ProviderListing {
+    pub name: ProviderName,
+    /// `google`, `microsoft`, `oidc` or `oauth2`.
+    pub kind: &'static str,
+    pub scopes: Scopes,
+    pub enabled: bool,
+}
+
+/// A Google service-account key that cannot be used; the message never quotes the key.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidServiceAccount(pub String);
+
+/// The configured providers as the HTTP layer sees them: what is configured, and the checks
+/// of provider-specific inputs it must refuse before storing anything. Kept apart from
+/// [`ProviderGateway`] (the protocol the core drives), so that `relay-server` depends on the
+/// core's ports only and never on `relay-providers`.
+pub trait ProviderDirectory: Send + Sync + 'static {
+    /// Every configured provider, in name order.
+    fn listings(&self) -> Vec<ProviderListing>;
+
+    /// One configured provider.
+    fn listing(&self, name: &ProviderName) -> Option<ProviderListing> {
+        self.listings().into_iter().find(|l| &l.name == name)
+    }
+
+    /// Checks a service-account key JSON (the object, or its text as the services Relay
+    /// replaces kept it) for `subject` and `scopes`, and returns the credential to seal.
+    fn service_account_credential(
+        &self,
+        key: &serde_json::Value,
+        subject: &str,
+        scopes: &Scopes,
+    ) -> Result<SecretString, InvalidServiceAccount>;
+}

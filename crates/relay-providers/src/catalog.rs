@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use relay_core::oauth::{
-    AuthorizationParams, AuthorizationUrl, OAuthError, ProviderAccount, ProviderGateway, TokenKind,
-    TokenSet,
+    AuthorizationParams, AuthorizationUrl, InvalidServiceAccount, OAuthError, ProviderAccount,
+    ProviderDirectory, ProviderGateway, ProviderListing, TokenKind, TokenSet,
 };
 use relay_core::{ProviderName, Scopes};
 use secrecy::SecretString;
@@ -233,6 +233,16 @@ impl Catalog {
         self.providers.get(name).map(|p| Self::info_of(p))
     }
 
+    fn listing_of(p: &Provider) -> ProviderListing {
+        let info = Self::info_of(p);
+        ProviderListing {
+            name: info.name,
+            kind: info.kind.as_str(),
+            scopes: info.scopes,
+            enabled: info.enabled,
+        }
+    }
+
     fn info_of(p: &Provider) -> ProviderInfo {
         ProviderInfo {
             name: p.name.clone(),
@@ -352,6 +362,28 @@ const RESERVED_PARAMS: &[&str] = &[
     "code_challenge_method",
     "nonce",
 ];
+
+impl ProviderDirectory for Catalog {
+    fn listings(&self) -> Vec<ProviderListing> {
+        self.providers
+            .values()
+            .map(|p| Self::listing_of(p))
+            .collect()
+    }
+
+    fn listing(&self, name: &ProviderName) -> Option<ProviderListing> {
+        self.providers.get(name).map(|p| Self::listing_of(p))
+    }
+
+    fn service_account_credential(
+        &self,
+        key: &serde_json::Value,
+        subject: &str,
+        scopes: &Scopes,
+    ) -> Result<SecretString, InvalidServiceAccount> {
+        service_account::credential(key, subject, scopes)
+    }
+}
 
 #[async_trait]
 impl ProviderGateway for Catalog {

@@ -26,9 +26,7 @@ use serde_json::{Value, json};
 const ASSERTION_LIFETIME_SECS: u64 = 3600;
 
 /// A service account key that cannot be used; the message is safe to show.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidServiceAccount(String);
+pub use relay_core::oauth::InvalidServiceAccount;
 
 fn invalid(message: &str) -> InvalidServiceAccount {
     InvalidServiceAccount(message.to_owned())

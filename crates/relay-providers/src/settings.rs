@@ -19,6 +19,18 @@ pub enum ProviderKind {
     Oauth2,
 }
 
+impl ProviderKind {
+    /// The name configuration uses (`kind = "google"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Google => "google",
+            Self::Microsoft => "microsoft",
+            Self::Oidc => "oidc",
+            Self::Oauth2 => "oauth2",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenAuthMethod {

@@ -527,7 +527,7 @@ impl RelayTools {
         let executor = self.state.actions.executor();
         self.state
             .catalog
-            .infos()
+            .listings()
             .into_iter()
             .map(|i| i.name)
             .filter(|name| {
@@ -649,7 +649,7 @@ impl RelayTools {
             return tool_error("validation_error", "provider: required", None);
         };
         let provider = match ProviderName::parse(&raw) {
-            Ok(p) if self.state.catalog.info(&p).is_some() => p,
+            Ok(p) if self.state.catalog.listing(&p).is_some() => p,
             _ => {
                 return tool_error(
                     "validation_error",

@@ -6,9 +6,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use relay_core::Clock;
 use relay_core::actions::ActionService;
 use relay_core::connect::ConnectService;
+use relay_core::oauth::ProviderDirectory;
 use relay_core::ports::Store;
 use relay_core::refresh::TokenService;
-use relay_providers::Catalog;
 use url::Url;
 
 use crate::auth::ApiKeys;
@@ -41,7 +41,7 @@ pub struct AppParts {
     pub connect: Arc<ConnectService>,
     pub actions: Arc<ActionService>,
     pub store: Arc<dyn Store>,
-    pub catalog: Arc<Catalog>,
+    pub catalog: Arc<dyn ProviderDirectory>,
     pub api_keys: Arc<ApiKeys>,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<ServerSettings>,

@@ -253,7 +253,9 @@ pub async fn create_connection(
             .map(parse_scopes)
             .transpose()?
             .unwrap_or_default();
-        let credential = relay_providers::service_account::credential(key, subject, &scopes)
+        let credential = state
+            .catalog
+            .service_account_credential(key, subject, &scopes)
             .map_err(|e| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,

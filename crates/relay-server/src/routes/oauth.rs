@@ -16,7 +16,7 @@ use crate::state::AppState;
 
 pub(crate) fn parse_provider(state: &AppState, raw: &str) -> Result<ProviderName, ApiError> {
     let name = ProviderName::parse(raw).map_err(|_| ApiError::not_found("provider"))?;
-    if state.catalog.info(&name).is_none() {
+    if state.catalog.listing(&name).is_none() {
         return Err(ApiError::not_found("provider"));
     }
     Ok(name)

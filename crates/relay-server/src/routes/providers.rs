@@ -36,11 +36,11 @@ pub async fn list_providers(
 ) -> axum::Json<ProviderList> {
     let providers = state
         .catalog
-        .infos()
+        .listings()
         .into_iter()
         .map(|p| ProviderView {
             name: p.name.to_string(),
-            kind: format!("{:?}", p.kind).to_lowercase(),
+            kind: p.kind.to_owned(),
             scopes: p.scopes.as_slice().to_vec(),
             enabled: p.enabled,
         })
