@@ -440,10 +440,12 @@ pub struct ExecutionRequest<'a> {
     pub webhook_secrets: &'a [SecretString],
 }
 
-/// A circuit breaker's state, for `/ready`.
+/// A circuit breaker's state, for `/ready`: one per (provider, API).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BreakerSnapshot {
     pub provider: String,
+    /// `gmail`, `drive` or `outlook` ([`Api::as_str`]).
+    pub api: &'static str,
     /// `closed`, `half_open` or `open`.
     pub state: &'static str,
 }

@@ -24,7 +24,7 @@ use url::Url;
 use crate::{Catalog, ProviderKind};
 use params::{DriveExtractParams, Mail, MailParams, WebhookParams, schema_of};
 pub use resilience::RetryPolicy as ActionRetryPolicy;
-use resilience::{Breakers, Call, Effect, RetryPolicy};
+use resilience::{BreakerKey, Breakers, Call, Effect, RetryPolicy};
 pub use webhook::{Cidr, WebhookSettings};
 
 /// Where Drive lives when the provider's API base is the Google preset's Gmail host.
@@ -148,9 +148,19 @@ impl ProviderActions {
             settings.breaker_failures,
             settings.breaker_open_for,
         );
+        // Every configured provider's APIs, so that `/ready` and `circuit_breaker_state`
+        // list them from the start, not after the first call.
         for info in catalog.infos() {
-            if matches!(info.kind, ProviderKind::Google | ProviderKind::Microsoft) {
-                breakers.register(info.name.as_str());
+            let apis: &[Api] = match info.kind {
+                ProviderKind::Google => &[Api::Gmail, Api::Drive],
+                ProviderKind::Microsoft => &[Api::Outlook],
+                _ => &[],
+            };
+            for api in apis {
+                breakers.register(BreakerKey {
+                    provider: info.name.as_str(),
+                    api: *api,
+                });
             }
         }
         Ok(Self {
@@ -196,7 +206,7 @@ impl ProviderActions {
         Call {
             api,
             breaker: Some(&self.breakers),
-            breaker_key: provider.as_str(),
+            provider: provider.as_str(),
             effect,
             retry: &self.settings.retry,
             body_cap: cap,
@@ -366,7 +376,7 @@ impl ProviderActions {
         let call = Call {
             api: Api::Webhook,
             breaker: None,
-            breaker_key: "webhook",
+            provider: "webhook",
             effect: Effect::Send,
             retry: &self.settings.retry,
             body_cap: s.max_response_bytes,

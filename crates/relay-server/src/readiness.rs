@@ -35,7 +35,7 @@ impl CheckResult {
 /// One line of `/ready`.
 #[async_trait]
 pub trait ReadinessCheck: Send + Sync + 'static {
-    /// The key in `/ready`'s `checks` (e.g. `redis`, `breaker:google`).
+    /// The key in `/ready`'s `checks` (e.g. `redis`, `audit_writer`).
     fn name(&self) -> String;
     /// A failing required check makes `/ready` answer 503; an optional one is only reported.
     fn required(&self) -> bool;

@@ -7,6 +7,7 @@
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use relay_core::ProviderName;
+use relay_core::actions::BreakerSnapshot;
 use relay_core::census::ConnectionCount;
 use relay_core::refresh::ReadPath;
 
@@ -135,7 +136,7 @@ const ACTION_ERROR_REASONS: [&str; 10] = [
 
 /// Describes the action metrics and registers every (provider family, action) series at zero,
 /// and each provider API circuit breaker at its current state.
-pub fn describe_actions(actions: &[(&str, &str)], breakers: &[(String, &str)]) {
+pub fn describe_actions(actions: &[(&str, &str)], breakers: &[BreakerSnapshot]) {
     describe_counter!(
         "action_exec_total",
         "Executes that reached a provider call, by provider family, action and status (ok, error)"
@@ -151,7 +152,7 @@ pub fn describe_actions(actions: &[(&str, &str)], breakers: &[(String, &str)]) {
     );
     describe_gauge!(
         "circuit_breaker_state",
-        "Provider API circuit breaker: 0 closed, 1 half-open, 2 open"
+        "Provider API circuit breaker, by provider and api (gmail, drive, outlook): 0 closed, 1 half-open, 2 open"
     );
     for (family, action) in actions {
         let (family, action) = ((*family).to_owned(), (*action).to_owned());
@@ -171,13 +172,14 @@ pub fn describe_actions(actions: &[(&str, &str)], breakers: &[(String, &str)]) {
                 .increment(0);
         }
     }
-    for (provider, state) in breakers {
-        let value = match *state {
+    for b in breakers {
+        let value = match b.state {
             "open" => 2.0,
             "half_open" => 1.0,
             _ => 0.0,
         };
-        metrics::gauge!("circuit_breaker_state", "provider" => provider.clone()).set(value);
+        metrics::gauge!("circuit_breaker_state", "provider" => b.provider.clone(), "api" => b.api)
+            .set(value);
     }
 }
 

@@ -320,13 +320,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .iter()
         .map(|d| (d.family.as_str(), d.name))
         .collect();
-    let breakers: Vec<(String, &str)> = actions
-        .executor()
-        .breakers()
-        .into_iter()
-        .map(|b| (b.provider, b.state))
-        .collect();
-    relay_server::telemetry::describe_actions(&action_series, &breakers);
+    relay_server::telemetry::describe_actions(&action_series, &actions.executor().breakers());
     let state = AppState::new(AppParts {
         tokens: tokens.clone(),
         connect,

@@ -775,12 +775,22 @@ async fn the_circuit_breaker_opens_after_five_failures_and_shows_in_ready() {
     let Some(w) = world(Setup::default()).await else {
         return;
     };
+    // Every API of the configured provider has its breaker listed before any call.
     let (s, ready) = w.relay.get_json("/ready", &w.key).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        ready["checks"]["provider_api:google"]["detail"],
-        "circuit closed"
-    );
+    for api in ["gmail", "drive"] {
+        assert_eq!(
+            ready["checks"][format!("provider_api:google:{api}")]["detail"],
+            "circuit closed",
+            "{ready}"
+        );
+        assert!(
+            w.metrics().await.contains(&format!(
+                "circuit_breaker_state{{provider=\"google\",api=\"{api}\"}} 0"
+            )),
+            "the {api} series exists from the start"
+        );
+    }
     let (conn, _) = w.connect_google("u1", &[GMAIL_SEND]).await;
     // An execute whose three attempts (`retry_attempts = 2`) all fail is one failure, not
     // three: two such executes (six failed attempts) leave the breaker closed.
@@ -796,7 +806,7 @@ async fn the_circuit_breaker_opens_after_five_failures_and_shows_in_ready() {
     }
     let (_, ready) = w.relay.get_json("/ready", &w.key).await;
     assert_eq!(
-        ready["checks"]["provider_api:google"]["detail"], "circuit closed",
+        ready["checks"]["provider_api:google:gmail"]["detail"], "circuit closed",
         "{ready}"
     );
     // Three more failed calls make five: the breaker opens.
@@ -829,13 +839,21 @@ async fn the_circuit_breaker_opens_after_five_failures_and_shows_in_ready() {
     let (s, ready) = w.relay.get_json("/ready", &w.key).await;
     assert_eq!(s, 200, "an open breaker is reported, not fatal: {ready}");
     assert_eq!(
-        ready["checks"]["provider_api:google"]["detail"],
+        ready["checks"]["provider_api:google:gmail"]["detail"],
         "circuit open"
     );
+    assert_eq!(
+        ready["checks"]["provider_api:google:drive"]["detail"], "circuit closed",
+        "Gmail failing does not stop Drive: {ready}"
+    );
+    let metrics = w.metrics().await;
     assert!(
-        w.metrics()
-            .await
-            .contains("circuit_breaker_state{provider=\"google\"} 2")
+        metrics.contains("circuit_breaker_state{provider=\"google\",api=\"gmail\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("circuit_breaker_state{provider=\"google\",api=\"drive\"} 0"),
+        "{metrics}"
     );
     // The refusal sent nothing, so it released its claim: a retry is refused the same way
     // (not replayed from a stored failure), and would run once the breaker half-opens.

@@ -797,6 +797,50 @@ fn label_matchers(expr: &str) -> Vec<(String, String, String, String)> {
     out
 }
 
+/// `(metric, label)` for each label an aggregation groups a metric by directly, as in
+/// `max by (provider, api) (circuit_breaker_state)`: a panel or alert grouping by a label the
+/// metric does not carry shows one merged series.
+fn grouped_labels(expr: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("by (") {
+        rest = &rest[at + 4..];
+        let Some(close) = rest.find(')') else {
+            break;
+        };
+        let labels = &rest[..close];
+        let after = rest[close + 1..].trim_start();
+        let Some(inner) = after.strip_prefix('(') else {
+            continue;
+        };
+        let metric: String = inner
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        let next = inner.trim_start()[metric.len()..].chars().next();
+        if metric.is_empty() || next == Some('(') {
+            continue; // a function, not a metric
+        }
+        for label in labels.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+            out.push((metric.clone(), label.to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn promql_grouping_labels_are_extracted() {
+    assert_eq!(
+        grouped_labels("max by (provider, api) (circuit_breaker_state) == 2"),
+        [
+            ("circuit_breaker_state".to_owned(), "provider".to_owned()),
+            ("circuit_breaker_state".to_owned(), "api".to_owned())
+        ]
+    );
+    assert!(grouped_labels("sum by (le) (rate(x_bucket[5m]))").is_empty());
+}
+
 #[test]
 fn promql_label_matchers_are_extracted() {
     let m = label_matchers(
@@ -921,6 +965,25 @@ async fn the_dashboard_and_alerts_use_only_metrics_relay_exports() {
             );
         }
     }
+    // `instance` and `job` are added by Prometheus to every scraped series.
+    for (metric, label) in exprs
+        .iter()
+        .flat_map(|e| grouped_labels(e))
+        .filter(|(_, l)| !matches!(l.as_str(), "instance" | "job"))
+    {
+        assert!(
+            series
+                .iter()
+                .any(|(n, labels)| *n == metric && labels.iter().any(|(k, _)| *k == label)),
+            "{metric} is grouped by {label}, which it does not carry"
+        );
+    }
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("circuit_breaker_state") && e.contains("by (provider, api)")),
+        "the circuit breakers are shown and alerted on per provider API"
+    );
     assert!(
         exprs
             .iter()

@@ -1,5 +1,6 @@
-//! How Relay calls provider APIs: a circuit breaker per provider and a retry policy that only
-//! repeats requests that cannot have had an effect.
+//! How Relay calls provider APIs: a circuit breaker per provider API (Google's Gmail and Drive
+//! apart, Microsoft's Outlook) and a retry policy that only repeats requests that cannot have
+//! had an effect.
 //!
 //! Retried: connect failures (nothing was sent), timeouts of reads (idempotent), 429 (the
 //! provider refused to process; `Retry-After` is honoured) and 502/503/504 (the gateway or
@@ -7,8 +8,10 @@
 //! was written (it may have been delivered), and any other status.
 //!
 //! The breaker opens after `failures` consecutive failed calls (a call fails when its last
-//! attempt got a 5xx, 429, timeout or connect error; its retries do not count again), refuses calls for `open_for`, then lets one trial call through (half-open): its
-//! success closes the breaker, its failure opens it again. Time comes from the `Clock` port,
+//! attempt got a 5xx, 429, timeout or connect error; its retries do not count again), refuses
+//! calls for `open_for`, then lets one trial call through (half-open): its success closes the
+//! breaker, its failure opens it again. One breaker per (provider, API): a Drive outage does
+//! not stop Gmail sends of the same Google provider. Time comes from the `Clock` port,
 //! so tests move it instead of sleeping.
 
 use std::collections::HashMap;
@@ -92,12 +95,31 @@ struct Entry {
     trial_in_flight: bool,
 }
 
-/// Circuit breakers, one per provider name.
+/// Which breaker: a provider's name and one of its APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BreakerKey<'a> {
+    pub provider: &'a str,
+    pub api: Api,
+}
+
+impl BreakerKey<'_> {
+    fn owned(self) -> (String, Api) {
+        (self.provider.to_owned(), self.api)
+    }
+}
+
+impl std::fmt::Display for BreakerKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.provider, self.api.as_str())
+    }
+}
+
+/// Circuit breakers, one per (provider name, API).
 pub struct Breakers {
     clock: Arc<dyn Clock>,
     failures: u32,
     open_for: Duration,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<(String, Api), Entry>>,
 }
 
 impl Breakers {
@@ -110,7 +132,7 @@ impl Breakers {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Api), Entry>> {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -124,17 +146,18 @@ impl Breakers {
         }
     }
 
-    /// Registers a provider (gauge at 0) so dashboards see it before its first call.
-    pub fn register(&self, key: &str) {
-        self.lock().entry(key.to_owned()).or_default();
+    /// Registers a provider API (gauge at 0) so `/ready` and dashboards see it before its
+    /// first call.
+    pub fn register(&self, key: BreakerKey<'_>) {
+        self.lock().entry(key.owned()).or_default();
         set_gauge(key, State::Closed);
     }
 
     /// Asks to make a call; `Err(wait)` while the breaker is open.
-    pub fn acquire(&self, key: &str) -> Result<(), Duration> {
+    pub fn acquire(&self, key: BreakerKey<'_>) -> Result<(), Duration> {
         let now = self.clock.now();
         let mut entries = self.lock();
-        let e = entries.entry(key.to_owned()).or_default();
+        let e = entries.entry(key.owned()).or_default();
         match self.state_of(e, now) {
             State::Closed => Ok(()),
             State::Open => {
@@ -150,28 +173,33 @@ impl Breakers {
         }
     }
 
-    pub fn success(&self, key: &str) {
+    pub fn success(&self, key: BreakerKey<'_>) {
         let mut entries = self.lock();
-        let e = entries.entry(key.to_owned()).or_default();
+        let e = entries.entry(key.owned()).or_default();
         let was_open = e.opened_at.is_some();
         *e = Entry::default();
         if was_open {
-            tracing::info!(provider = key, "circuit breaker closed");
+            tracing::info!(
+                provider = key.provider,
+                api = key.api.as_str(),
+                "circuit breaker closed"
+            );
         }
         set_gauge(key, State::Closed);
     }
 
-    pub fn failure(&self, key: &str) {
+    pub fn failure(&self, key: BreakerKey<'_>) {
         let now = self.clock.now();
         let mut entries = self.lock();
-        let e = entries.entry(key.to_owned()).or_default();
+        let e = entries.entry(key.owned()).or_default();
         e.failures = e.failures.saturating_add(1);
         let trial_failed = e.trial_in_flight;
         e.trial_in_flight = false;
         if trial_failed || (e.opened_at.is_none() && e.failures >= self.failures) {
             e.opened_at = Some(now);
             tracing::warn!(
-                provider = key,
+                provider = key.provider,
+                api = key.api.as_str(),
                 failures = e.failures,
                 "circuit breaker opened"
             );
@@ -184,22 +212,30 @@ impl Breakers {
         let entries = self.lock();
         let mut out: Vec<_> = entries
             .iter()
-            .map(|(k, e)| {
+            .map(|((provider, api), e)| {
                 let state = self.state_of(e, now);
-                set_gauge(k, state);
+                set_gauge(
+                    BreakerKey {
+                        provider,
+                        api: *api,
+                    },
+                    state,
+                );
                 BreakerSnapshot {
-                    provider: k.clone(),
+                    provider: provider.clone(),
+                    api: api.as_str(),
                     state: state.as_str(),
                 }
             })
             .collect();
-        out.sort_by(|a, b| a.provider.cmp(&b.provider));
+        out.sort_by(|a, b| (&a.provider, a.api).cmp(&(&b.provider, b.api)));
         out
     }
 }
 
-fn set_gauge(key: &str, state: State) {
-    metrics::gauge!("circuit_breaker_state", "provider" => key.to_owned()).set(state.gauge());
+fn set_gauge(key: BreakerKey<'_>, state: State) {
+    metrics::gauge!("circuit_breaker_state", "provider" => key.provider.to_owned(), "api" => key.api.as_str())
+        .set(state.gauge());
 }
 
 /// A response that the caller maps (anything that is not a retried failure).
@@ -232,10 +268,11 @@ pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> (Vec<u8>, b
 /// One logical call: breaker, retries, and a body read with a cap.
 pub struct Call<'a> {
     pub api: Api,
-    /// The breaker to use (the provider's name); `None` for webhooks (each destination is
-    /// its own party, one failing receiver must not block the others).
+    /// The breakers to use, `None` for webhooks (each destination is its own party, one
+    /// failing receiver must not block the others).
     pub breaker: Option<&'a Breakers>,
-    pub breaker_key: &'a str,
+    /// The provider whose API this is: the breaker is (`provider`, `api`).
+    pub provider: &'a str,
     pub effect: Effect,
     pub retry: &'a RetryPolicy,
     pub body_cap: usize,
@@ -249,18 +286,22 @@ impl Call<'_> {
     where
         F: Fn() -> reqwest::RequestBuilder,
     {
+        let key = BreakerKey {
+            provider: self.provider,
+            api: self.api,
+        };
         if let Some(b) = self.breaker
-            && let Err(wait) = b.acquire(self.breaker_key)
+            && let Err(wait) = b.acquire(key)
         {
-            return Err(ActionError::CircuitOpen(self.breaker_key.to_owned(), wait));
+            return Err(ActionError::CircuitOpen(key.to_string(), wait));
         }
         let mut failed = false;
         let result = self.attempts(build, &mut failed).await;
         if let Some(b) = self.breaker {
             if failed {
-                b.failure(self.breaker_key);
+                b.failure(key);
             } else {
-                b.success(self.breaker_key);
+                b.success(key);
             }
         }
         result
@@ -382,31 +423,84 @@ mod tests {
     use super::*;
     use relay_core::ManualClock;
 
+    const GMAIL: BreakerKey<'static> = BreakerKey {
+        provider: "google",
+        api: Api::Gmail,
+    };
+    const DRIVE: BreakerKey<'static> = BreakerKey {
+        provider: "google",
+        api: Api::Drive,
+    };
+    const OUTLOOK: BreakerKey<'static> = BreakerKey {
+        provider: "microsoft",
+        api: Api::Outlook,
+    };
+
+    fn state_of(b: &Breakers, key: BreakerKey<'_>) -> &'static str {
+        b.snapshot()
+            .into_iter()
+            .find(|s| s.provider == key.provider && s.api == key.api.as_str())
+            .map_or("absent", |s| s.state)
+    }
+
     #[test]
     fn the_breaker_opens_after_five_failures_and_half_opens_after_a_minute() {
         let clock = ManualClock::new(Timestamp(1_000_000));
         let b = Breakers::new(Arc::new(clock.clone()), 5, Duration::from_secs(60));
         for _ in 0..4 {
-            assert!(b.acquire("google").is_ok());
-            b.failure("google");
+            assert!(b.acquire(GMAIL).is_ok());
+            b.failure(GMAIL);
         }
-        assert!(b.acquire("google").is_ok(), "four failures keep it closed");
-        b.failure("google");
-        let wait = b.acquire("google").expect_err("open after five");
+        assert!(b.acquire(GMAIL).is_ok(), "four failures keep it closed");
+        b.failure(GMAIL);
+        let wait = b.acquire(GMAIL).expect_err("open after five");
         assert_eq!(wait, Duration::from_secs(60));
-        assert_eq!(b.snapshot()[0].state, "open");
-        assert!(b.acquire("microsoft").is_ok(), "per provider");
+        assert_eq!(state_of(&b, GMAIL), "open");
+        assert!(b.acquire(OUTLOOK).is_ok(), "per provider");
         clock.advance(Duration::from_secs(60));
-        assert_eq!(b.snapshot()[0].state, "half_open");
-        assert!(b.acquire("google").is_ok(), "one trial call");
-        assert!(b.acquire("google").is_err(), "only one trial at a time");
-        b.failure("google");
-        assert!(b.acquire("google").is_err(), "a failed trial reopens");
+        assert_eq!(state_of(&b, GMAIL), "half_open");
+        assert!(b.acquire(GMAIL).is_ok(), "one trial call");
+        assert!(b.acquire(GMAIL).is_err(), "only one trial at a time");
+        b.failure(GMAIL);
+        assert!(b.acquire(GMAIL).is_err(), "a failed trial reopens");
         clock.advance(Duration::from_secs(61));
-        assert!(b.acquire("google").is_ok());
-        b.success("google");
-        assert_eq!(b.snapshot()[0].state, "closed");
-        assert!(b.acquire("google").is_ok());
+        assert!(b.acquire(GMAIL).is_ok());
+        b.success(GMAIL);
+        assert_eq!(state_of(&b, GMAIL), "closed");
+        assert!(b.acquire(GMAIL).is_ok());
+    }
+
+    #[test]
+    fn each_provider_api_has_its_own_breaker_listed_from_registration() {
+        let clock = ManualClock::new(Timestamp(1_000_000));
+        let b = Breakers::new(Arc::new(clock), 2, Duration::from_secs(60));
+        for key in [GMAIL, DRIVE, OUTLOOK] {
+            b.register(key);
+        }
+        let listed: Vec<_> = b
+            .snapshot()
+            .into_iter()
+            .map(|s| (s.provider, s.api, s.state))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("google".to_owned(), "drive", "closed"),
+                ("google".to_owned(), "gmail", "closed"),
+                ("microsoft".to_owned(), "outlook", "closed"),
+            ],
+            "every registered API is listed before any call"
+        );
+        for _ in 0..2 {
+            b.acquire(DRIVE).expect("closed until the second failure");
+            b.failure(DRIVE);
+        }
+        assert!(b.acquire(DRIVE).is_err(), "Drive's breaker opened");
+        assert!(
+            b.acquire(GMAIL).is_ok(),
+            "Gmail of the same provider still runs"
+        );
+        assert_eq!(state_of(&b, GMAIL), "closed");
     }
 
     #[test]

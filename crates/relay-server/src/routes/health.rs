@@ -130,7 +130,7 @@ async fn evaluate(state: &AppState) -> (bool, BTreeMap<String, Check>) {
     // of the load balancer would also stop token reads and other providers' actions.
     for b in state.actions.executor().breakers() {
         checks.insert(
-            format!("provider_api:{}", b.provider),
+            format!("provider_api:{}:{}", b.provider, b.api),
             Check {
                 ok: true,
                 detail: Some(format!("circuit {}", b.state)),
