@@ -355,6 +355,16 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
+/// How many records of one action and outcome a workspace wrote in one hour (`GET /stats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCount {
+    /// The hour's start, in milliseconds since the epoch (a multiple of 3 600 000).
+    pub hour: Timestamp,
+    pub action: AuditAction,
+    pub outcome: AuditOutcome,
+    pub count: i64,
+}
+
 /// Where audit records are kept. Implementations must chain records per workspace correctly
 /// under concurrent writers in any number of processes: the head is read and advanced inside
 /// the transaction that inserts the records, under a lock on that workspace's head.
@@ -369,6 +379,13 @@ pub trait AuditStore: Send + Sync + 'static {
         workspace: &WorkspaceId,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// A workspace's records with `from <= at < to`, counted per hour, action and outcome.
+    async fn count_audit_by_hour(
+        &self,
+        workspace: &WorkspaceId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<AuditCount>, StoreError>;
     /// Every workspace with records, and its head.
     async fn audit_heads(&self) -> Result<Vec<(WorkspaceId, AuditHead)>, StoreError>;
     /// A workspace's records with `seq > after_seq`, oldest first.

@@ -35,7 +35,9 @@ pub use routes::health::ops_router;
 pub use serve::{ConnectionLimits, serve_router};
 pub use state::{AppParts, AppState, ServerSettings};
 
-use routes::{actions, api_keys, audit, connections, health, oauth, providers, studio, webhooks};
+use routes::{
+    actions, api_keys, audit, connections, health, oauth, providers, stats, studio, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -96,6 +98,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::get_webhook_secret))
         .routes(routes!(webhooks::rotate_webhook_secret))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
+        .routes(routes!(stats::get_stats))
         .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
         .routes(routes!(api_keys::update_api_key, api_keys::delete_api_key))
 }

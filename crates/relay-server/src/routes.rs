@@ -7,5 +7,6 @@ pub mod connections;
 pub mod health;
 pub mod oauth;
 pub mod providers;
+pub mod stats;
 pub mod studio;
 pub mod webhooks;

@@ -50,6 +50,8 @@ pub struct AppParts {
     pub audit: Arc<dyn relay_core::audit::AuditSink>,
     /// Reads the audit log for `GET /audit`.
     pub audit_store: Arc<dyn relay_core::audit::AuditStore>,
+    /// Checks the chain for `GET /audit/verify`.
+    pub audit_key: Arc<relay_core::audit::AuditKey>,
     /// Checks `/ready` runs besides the database and the key (Redis, breakers, audit writer).
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
     pub rate_limits: Arc<RateLimits>,

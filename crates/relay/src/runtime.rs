@@ -137,7 +137,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "generated a new encryption key (OAUTH_ENCRYPTION_KEY was not set); back this file up: without it the stored tokens cannot be read"
         );
     }
-    keys::install_audit_key(&db, &loaded).await?;
+    let audit_key = keys::install_audit_key(&db, &loaded).await?;
     crate::file_modes::warn_if_open_to_others(&config);
     let keyring = Arc::new(loaded.keyring);
     let primary_key_id = keyring.primary_id().to_hex();
@@ -347,6 +347,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics,
         audit,
         audit_store: db.audit_store(),
+        audit_key,
         readiness: {
             let mut checks = readiness;
             checks.push(Arc::new(AuditWriterCheck(audit_log)) as _);

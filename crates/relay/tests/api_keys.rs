@@ -101,7 +101,7 @@ async fn roles_decide_who_may_do_what(postgres: bool) {
     let (admin_id, service_id) = (keys[0].0.clone(), keys[1].0.clone());
 
     // A service key reaches the service routes...
-    for path in ["/connections", "/providers", "/actions"] {
+    for path in ["/connections", "/providers", "/actions", "/stats"] {
         let (status, body) = relay.get_json(path, &service).await;
         assert_eq!(status, 200, "{path}: {body}");
     }
@@ -120,13 +120,21 @@ async fn roles_decide_who_may_do_what(postgres: bool) {
         (Method::GET, "/webhooks/secret".to_owned(), None),
         (Method::POST, "/webhooks/secret/rotate".to_owned(), None),
         (Method::GET, "/audit".to_owned(), None),
+        (Method::GET, "/audit/verify".to_owned(), None),
     ];
     for (method, path, body) in &admin_only {
         let answer = send(&relay, method.clone(), path, &service, body.clone()).await;
         assert_forbidden(&answer, &format!("{method} {path} with a service key"));
     }
     // The admin key may do all of it (and the service routes).
-    for path in ["/connections", "/api-keys", "/webhooks/secret", "/audit"] {
+    for path in [
+        "/connections",
+        "/api-keys",
+        "/webhooks/secret",
+        "/audit",
+        "/audit/verify",
+        "/stats",
+    ] {
         let (status, body) = relay.get_json(path, &admin).await;
         assert_eq!(status, 200, "{path}: {body}");
     }

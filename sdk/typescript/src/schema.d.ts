@@ -118,6 +118,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/audit/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Verifies the workspace's audit chain with Relay's audit key (admin keys only), as
+         *     `relay audit verify --workspace` does.
+         */
+        get: operations["verify_audit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/connections": {
         parameters: {
             query?: never;
@@ -301,6 +321,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The workspace's activity per hour: token reads, refreshes, refresh failures, action
+         *     executions and errors.
+         */
+        get: operations["get_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/webhooks/secret": {
         parameters: {
             query?: never;
@@ -417,6 +457,23 @@ export interface components {
              */
             seq: number;
             workspace_id: string;
+        };
+        /** @description The result of checking the caller's workspace's chain. */
+        AuditVerification: {
+            /**
+             * Format: int64
+             * @description The first broken record's `seq`, when `intact` is false.
+             */
+            broken_seq?: number | null;
+            /** @description `true` when every record links to the one before and the head matches. */
+            intact: boolean;
+            /** @description Why that link is broken, in words. */
+            reason?: string | null;
+            /**
+             * Format: int64
+             * @description Records checked (up to the first broken one).
+             */
+            records: number;
         };
         AuthorizeResponse: {
             /** @description Send the user's browser here. */
@@ -614,6 +671,45 @@ export interface components {
              */
             previous_valid_until: string;
             secret: string;
+        };
+        Stats: {
+            /** @description One bucket per hour, oldest first, up to the current hour (empty hours included). */
+            buckets: components["schemas"]["StatsBucket"][];
+            /** @description Start of the first bucket, RFC 3339 UTC. */
+            since: string;
+            /** @description The buckets added up. */
+            totals: components["schemas"]["StatsBucket"];
+        };
+        /** @description One hour of the workspace's activity. */
+        StatsBucket: {
+            /**
+             * Format: int64
+             * @description Executed actions that failed.
+             */
+            action_errors: number;
+            /**
+             * Format: int64
+             * @description Executed actions, whatever their result.
+             */
+            action_executions: number;
+            /**
+             * Format: int64
+             * @description Refreshes that failed (transient failures and those that made a connection
+             *     `needs_reauth`).
+             */
+            refresh_failures: number;
+            /**
+             * Format: int64
+             * @description Successful refreshes.
+             */
+            refreshes: number;
+            /** @description The hour's start, RFC 3339 UTC. */
+            start: string;
+            /**
+             * Format: int64
+             * @description Token reads (`GET /connections/{id}/token`), served or refused.
+             */
+            token_reads: number;
         };
         /** @description An access token. The refresh token is never returned. */
         TokenView: {
@@ -1188,6 +1284,44 @@ export interface operations {
             };
             /** @description validation_error: bad time, action, id or limit */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    verify_audit: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditVerification"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description `forbidden`: not an admin key */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1849,6 +1983,59 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Readiness"];
+                };
+            };
+        };
+    };
+    get_stats: {
+        parameters: {
+            query?: {
+                /**
+                 * @description RFC 3339; the first bucket is the hour containing it. Default 24 hours ago; at most
+                 *     7 days ago.
+                 */
+                since?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Stats"];
+                };
+            };
+            /** @description invalid_query (unknown parameter) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description validation_error: `since` is not RFC 3339, in the future or more than 7 days ago */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };

@@ -174,3 +174,43 @@ pub async fn list_audit(
         next_cursor,
     }))
 }
+
+/// The result of checking the caller's workspace's chain.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct AuditVerification {
+    /// `true` when every record links to the one before and the head matches.
+    pub intact: bool,
+    /// Records checked (up to the first broken one).
+    pub records: u64,
+    /// The first broken record's `seq`, when `intact` is false.
+    pub broken_seq: Option<i64>,
+    /// Why that link is broken, in words.
+    pub reason: Option<String>,
+}
+
+/// Verifies the workspace's audit chain with Relay's audit key (admin keys only), as
+/// `relay audit verify --workspace` does.
+#[utoipa::path(get, path = "/audit/verify", tag = "operations",
+    responses((status = 200, body = AuditVerification),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope, description = "`forbidden`: not an admin key")),
+    security(("api_key" = [])))]
+pub async fn verify_audit(
+    State(state): State<AppState>,
+    AdminCaller(caller): AdminCaller,
+) -> Result<axum::Json<AuditVerification>, ApiError> {
+    let report = relay_core::audit::verify(
+        state.audit_store.as_ref(),
+        &state.audit_key,
+        Some(&caller.workspace_id),
+        &[],
+    )
+    .await
+    .map_err(relay_core::ServiceError::from)?;
+    Ok(axum::Json(AuditVerification {
+        intact: report.broken.is_none(),
+        records: report.records,
+        broken_seq: report.broken.as_ref().map(|b| b.seq),
+        reason: report.broken.map(|b| b.reason),
+    }))
+}

@@ -7,6 +7,7 @@ from .api_key_list import ApiKeyList
 from .api_key_view import ApiKeyView
 from .audit_page import AuditPage
 from .audit_record_view import AuditRecordView
+from .audit_verification import AuditVerification
 from .authorize_response import AuthorizeResponse
 from .check import Check
 from .connection_list import ConnectionList
@@ -33,6 +34,8 @@ from .readiness import Readiness
 from .readiness_checks_type_0 import ReadinessChecksType0
 from .role import Role
 from .rotated_webhook_secret import RotatedWebhookSecret
+from .stats import Stats
+from .stats_bucket import StatsBucket
 from .token_view import TokenView
 from .update_api_key import UpdateApiKey
 from .webhook_secret import WebhookSecret
@@ -45,6 +48,7 @@ __all__ = (
     "ApiKeyView",
     "AuditPage",
     "AuditRecordView",
+    "AuditVerification",
     "AuthorizeResponse",
     "Check",
     "ConnectionList",
@@ -71,6 +75,8 @@ __all__ = (
     "ReadinessChecksType0",
     "Role",
     "RotatedWebhookSecret",
+    "Stats",
+    "StatsBucket",
     "TokenView",
     "UpdateApiKey",
     "WebhookSecret",
