@@ -20,8 +20,9 @@
 //! Records carry ids, names and reasons, never a secret: there is no field a token, code,
 //! client secret or API key could go into, and `detail` is a short reason chosen by Relay.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -520,10 +521,24 @@ pub enum AuditError {
     Stopped,
 }
 
-/// What services call to record an operation. Returns once the record is stored.
+/// What services call to record an operation.
 #[async_trait]
 pub trait AuditSink: Send + Sync + 'static {
+    /// Records an activity event (a change, or something sent): returns once it is stored.
     async fn record(&self, event: AuditEvent) -> Result<(), AuditError>;
+
+    /// Records an access event (`token.read`). Depending on `[audit] token_reads` it is
+    /// stored before this returns (`durable`), queued for the next group commit
+    /// (`buffered`), or not recorded (`off`). Sinks without a buffer store it at once.
+    async fn record_access(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.record(event).await
+    }
+
+    /// Returns once every record handed over before the call is stored (`GET /audit` reads
+    /// its own writes; shutdown loses nothing queued).
+    async fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
 }
 
 /// A sink that writes each record in its own transaction (CLI commands, tests).
@@ -541,13 +556,69 @@ impl AuditSink for DirectAudit {
     }
 }
 
+/// The two classes of audit record (docs/OPERATIONS.md lists the class of every action).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum AuditClass {
+    /// Everything that changes state or sends something: stored before the operation answers.
+    Activity,
+    /// Data reads (`token.read`): recorded too, but the read need not wait for the commit
+    /// (`[audit] token_reads`), and kept for a shorter time (`access_retain_days`).
+    Access,
+}
+
+impl AuditClass {
+    pub const ALL: [AuditClass; 2] = [Self::Activity, Self::Access];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Activity => "activity",
+            Self::Access => "access",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl AuditAction {
+    /// The class of records of this action.
+    pub fn class(self) -> AuditClass {
+        match self {
+            Self::TokenRead => AuditClass::Access,
+            _ => AuditClass::Activity,
+        }
+    }
+}
+
+/// How token reads (access records) are recorded: `[audit] token_reads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenReads {
+    /// The read answers once its record is queued; the writer stores it within
+    /// `access_flush_ms` (group commit). A `kill -9` can lose the last flush window.
+    #[default]
+    Buffered,
+    /// The read answers only once its record is stored (nothing is ever lost).
+    Durable,
+    /// No access records at all (a warning is logged at start).
+    Off,
+}
+
 /// Group-commit settings.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
     /// Most records per transaction.
     pub max_batch: usize,
-    /// How many records may wait for the writer before callers queue on the channel.
+    /// How many records may wait for the writer before callers wait for room (back-pressure).
     pub queue: usize,
+    /// How token reads are recorded.
+    pub token_reads: TokenReads,
+    /// A buffered access record is stored at most this long after it was queued.
+    pub access_flush: Duration,
+    /// When the writer has stored nothing for this long while records wait, token reads fail
+    /// closed (`audit_unavailable`) and `/ready` reports the writer failing.
+    pub fail_after: Duration,
 }
 
 impl Default for GroupCommit {
@@ -555,19 +626,80 @@ impl Default for GroupCommit {
         Self {
             max_batch: 512,
             queue: 8192,
+            token_reads: TokenReads::Buffered,
+            access_flush: Duration::from_millis(50),
+            fail_after: Duration::from_secs(10),
         }
     }
 }
 
-type Pending = (AuditEvent, oneshot::Sender<Result<(), AuditError>>);
+type Answer = oneshot::Sender<Result<(), AuditError>>;
 
-/// The group-commit writer. Callers hand their record to one writer task and wait for its
-/// answer; the task takes everything queued (up to `max_batch`) and stores it in one
-/// transaction. While a transaction runs, the next callers queue, so batches grow with load
-/// and an idle system pays no added delay: no timer, no linger.
+/// What callers hand the writer task.
+enum Pending {
+    /// An activity (or durable access) record; its caller waits for the answer.
+    Durable(AuditEvent, Answer),
+    /// A buffered access record, queued at this instant; nobody waits for it.
+    Buffered(AuditEvent, Instant),
+    /// Answers once everything queued before it is stored.
+    Flush(Answer),
+}
+
+/// Whether the writer is storing: shared by the writer task and its handles.
+#[derive(Debug)]
+struct WriterHealth {
+    started: Instant,
+    /// Milliseconds since `started` at which the writer began failing, plus one; 0 while
+    /// it stores.
+    failing_since: AtomicU64,
+}
+
+impl WriterHealth {
+    fn ok(&self) {
+        if self.failing_since.swap(0, Ordering::Relaxed) != 0 {
+            metrics::gauge!("audit_writer_failing").set(0.0);
+            tracing::info!("the audit writer stores records again");
+        }
+    }
+
+    fn failed(&self) {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        if self
+            .failing_since
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            metrics::gauge!("audit_writer_failing").set(1.0);
+        }
+    }
+
+    /// How long the writer has failed to store anything, if it is failing.
+    fn failing_for(&self) -> Option<Duration> {
+        match self.failing_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(
+                self.started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(since - 1)),
+            ),
+        }
+    }
+}
+
+/// The group-commit writer. Activity records: callers hand their record to one writer task
+/// and wait for its answer; the task takes everything queued (up to `max_batch`) and stores it
+/// in one transaction; while a transaction runs the next callers queue, so batches grow with
+/// load and an idle system pays no added delay. Buffered access records: the caller only
+/// queues; a batch holding nothing else lingers until its oldest record is `access_flush` old
+/// (or the batch is full, or an activity record arrives), so a busy read path costs one
+/// transaction per flush window instead of one per disk write. An access record that could
+/// not be stored is kept and retried (never dropped); while the writer fails, the queue fills
+/// and token reads wait for room, and after `fail_after` they fail closed.
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
+    health: Arc<WriterHealth>,
+    settings: Arc<GroupCommit>,
 }
 
 impl AuditLog {
@@ -575,13 +707,62 @@ impl AuditLog {
     /// after storing what was queued.
     pub fn spawn(store: Arc<dyn AuditStore>, settings: GroupCommit) -> Self {
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
-        tokio::spawn(write_batches(store, rx, settings.max_batch.max(1)));
-        Self { tx }
+        let health = Arc::new(WriterHealth {
+            started: Instant::now(),
+            failing_since: AtomicU64::new(0),
+        });
+        let settings = Arc::new(settings);
+        tokio::spawn(
+            Writer {
+                store,
+                health: health.clone(),
+                max: settings.max_batch.max(1),
+                access_flush: settings.access_flush,
+                capacity: settings.queue.max(1),
+            }
+            .run(rx),
+        );
+        Self {
+            tx,
+            health,
+            settings,
+        }
+    }
+
+    /// Exports the queue's capacity (`audit_queue_capacity`), once the metrics recorder is
+    /// installed.
+    pub fn export_capacity(&self) {
+        metrics::gauge!("audit_queue_capacity").set(self.tx.max_capacity() as f64);
     }
 
     /// Whether the writer task still runs (for `/ready`).
     pub fn is_running(&self) -> bool {
         !self.tx.is_closed()
+    }
+
+    /// Why the writer is not healthy, if it is not (for `/ready`): stopped, or unable to store
+    /// anything for `fail_after`.
+    pub fn failure(&self) -> Option<String> {
+        if !self.is_running() {
+            return Some("the audit writer has stopped".into());
+        }
+        self.failing_longer_than_allowed()
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    fn failing_longer_than_allowed(&self) -> Result<(), AuditError> {
+        match self.health.failing_for() {
+            Some(d) if d >= self.settings.fail_after => Err(AuditError::Unavailable(format!(
+                "the audit writer has stored nothing for {} s",
+                d.as_secs()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn queue(&self, pending: Pending) -> Result<(), AuditError> {
+        self.tx.send(pending).await.map_err(|_| AuditError::Stopped)
     }
 }
 
@@ -590,45 +771,234 @@ impl AuditSink for AuditLog {
     async fn record(&self, mut event: AuditEvent) -> Result<(), AuditError> {
         event.fill_from_request();
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send((event, done))
-            .await
-            .map_err(|_| AuditError::Stopped)?;
+        self.queue(Pending::Durable(event, done)).await?;
+        wait.await.unwrap_or(Err(AuditError::Stopped))
+    }
+
+    async fn record_access(&self, mut event: AuditEvent) -> Result<(), AuditError> {
+        match self.settings.token_reads {
+            TokenReads::Off => return Ok(()),
+            TokenReads::Durable => return self.record(event).await,
+            TokenReads::Buffered => {}
+        }
+        event.fill_from_request();
+        // Fail closed once the writer has stored nothing for `fail_after`.
+        self.failing_longer_than_allowed()?;
+        let permit = match self.tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(AuditError::Stopped),
+            Err(mpsc::error::TrySendError::Full(())) => loop {
+                // The queue is full: wait for room (back-pressure, never a drop), but stop
+                // waiting once the writer is known to be failing.
+                metrics::counter!("audit_queue_full_total").increment(1);
+                match tokio::time::timeout(Duration::from_millis(100), self.tx.reserve()).await {
+                    Ok(Ok(permit)) => break permit,
+                    Ok(Err(_)) => return Err(AuditError::Stopped),
+                    Err(_) => self.failing_longer_than_allowed()?,
+                }
+            },
+        };
+        permit.send(Pending::Buffered(event, Instant::now()));
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.queue(Pending::Flush(done)).await?;
         wait.await.unwrap_or(Err(AuditError::Stopped))
     }
 }
 
-async fn write_batches(store: Arc<dyn AuditStore>, mut rx: mpsc::Receiver<Pending>, max: usize) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(max);
-    let mut events: Vec<AuditEvent> = Vec::with_capacity(max);
-    let mut waiting = Vec::with_capacity(max);
-    while rx.recv_many(&mut batch, max).await > 0 {
-        // The events move into the batch; the callers' answer channels wait beside them.
-        for (event, done) in batch.drain(..) {
-            events.push(event);
-            waiting.push(done);
+/// The writer task's state.
+struct Writer {
+    store: Arc<dyn AuditStore>,
+    health: Arc<WriterHealth>,
+    max: usize,
+    access_flush: Duration,
+    capacity: usize,
+}
+
+/// One transaction's worth of work.
+#[derive(Default)]
+struct Batch {
+    events: Vec<AuditEvent>,
+    /// Per event: `Some` for a caller waiting (activity), `None` for a buffered record.
+    answers: Vec<Option<Answer>>,
+    /// When each buffered record was queued (for `audit_flush_seconds`).
+    queued: Vec<Option<Instant>>,
+    flushes: Vec<Answer>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    fn only_buffered(&self) -> bool {
+        self.flushes.is_empty() && self.answers.iter().all(Option::is_none)
+    }
+
+    fn push(&mut self, pending: Pending) {
+        match pending {
+            Pending::Durable(event, answer) => {
+                self.events.push(event);
+                self.answers.push(Some(answer));
+                self.queued.push(None);
+            }
+            Pending::Buffered(event, at) => {
+                self.events.push(event);
+                self.answers.push(None);
+                self.queued.push(Some(at));
+            }
+            Pending::Flush(answer) => self.flushes.push(answer),
         }
+    }
+
+    fn oldest_buffered(&self) -> Option<Instant> {
+        self.queued.iter().flatten().min().copied()
+    }
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::Receiver<Pending>) {
+        let mut received: Vec<Pending> = Vec::with_capacity(self.max);
+        // Buffered access records a failed transaction left unstored: retried first.
+        let mut batch = Batch::default();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let room = self.max.saturating_sub(batch.len()).max(1);
+            if batch.len() == 0 && batch.flushes.is_empty() {
+                if rx.recv_many(&mut received, room).await == 0 {
+                    break;
+                }
+            } else {
+                // Records carried over from a failure: add what is queued, without waiting.
+                while received.len() < room {
+                    match rx.try_recv() {
+                        Ok(p) => received.push(p),
+                        Err(_) => break,
+                    }
+                }
+            }
+            for p in received.drain(..) {
+                batch.push(p);
+            }
+            self.linger(&mut rx, &mut batch, &mut received).await;
+            metrics::gauge!("audit_queue_depth").set((rx.len() + batch.len()) as f64);
+            if self.write(&mut batch).await {
+                backoff = Duration::from_millis(50);
+            } else {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+        // Every handle is gone: store what a failure left over, a few more times.
+        for _ in 0..5 {
+            if batch.len() == 0 || self.write(&mut batch).await {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+        }
+        if batch.len() > 0 {
+            tracing::error!(
+                records = batch.len(),
+                "the audit writer stopped with access records it could not store"
+            );
+        }
+        metrics::gauge!("audit_queue_depth").set(0.0);
+    }
+
+    /// A batch of buffered access records only waits (up to `access_flush` after its oldest
+    /// record was queued) for more records to share its transaction; anything a caller waits
+    /// for, or a full batch, ends the wait.
+    async fn linger(
+        &self,
+        rx: &mut mpsc::Receiver<Pending>,
+        batch: &mut Batch,
+        received: &mut Vec<Pending>,
+    ) {
+        let Some(oldest) = batch.oldest_buffered() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::from_std(oldest + self.access_flush);
+        while batch.only_buffered() && batch.len() < self.max {
+            tokio::select! {
+                n = rx.recv_many(received, self.max - batch.len()) => {
+                    if n == 0 {
+                        return;
+                    }
+                    for p in received.drain(..) {
+                        batch.push(p);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Stores the batch in one transaction and answers its callers. On failure the waiting
+    /// callers get the error (their operations fail) and the buffered records stay in the
+    /// batch for the next attempt. Whether it stored.
+    async fn write(&self, batch: &mut Batch) -> bool {
         let started = Instant::now();
-        let result = store.append_audit(&events).await;
-        metrics::histogram!("audit_batch_size").record(events.len() as f64);
+        let result = if batch.len() == 0 {
+            Ok(Vec::new())
+        } else {
+            self.store.append_audit(&batch.events).await
+        };
         metrics::histogram!("audit_write_seconds").record(started.elapsed().as_secs_f64());
-        let answer = match result {
+        let outcome = match &result {
+            Ok(_) => "stored",
+            Err(_) => "failed",
+        };
+        metrics::counter!("audit_records_total", "outcome" => outcome)
+            .increment(batch.len() as u64);
+        match result {
             Ok(_) => {
-                metrics::counter!("audit_records_total", "outcome" => "stored")
-                    .increment(events.len() as u64);
-                Ok(())
+                self.health.ok();
+                metrics::histogram!("audit_batch_size").record(batch.len() as f64);
+                if let Some(oldest) = batch.oldest_buffered() {
+                    metrics::histogram!("audit_flush_seconds")
+                        .record(oldest.elapsed().as_secs_f64());
+                }
+                for answer in batch.answers.drain(..).flatten() {
+                    // A caller that went away (request cancelled) no longer needs the answer.
+                    let _ = answer.send(Ok(()));
+                }
+                for answer in batch.flushes.drain(..) {
+                    let _ = answer.send(Ok(()));
+                }
+                batch.events.clear();
+                batch.queued.clear();
+                true
             }
             Err(e) => {
-                metrics::counter!("audit_records_total", "outcome" => "failed")
-                    .increment(events.len() as u64);
-                tracing::error!(error = %e, records = events.len(), "audit records could not be stored; the operations they record fail");
-                Err(AuditError::Unavailable(e.to_string()))
+                self.health.failed();
+                let error = AuditError::Unavailable(e.to_string());
+                let buffered = batch.answers.iter().filter(|a| a.is_none()).count();
+                tracing::error!(error = %e, records = batch.len(), kept_for_retry = buffered, queue_capacity = self.capacity,
+                    "audit records could not be stored; the operations waiting on them fail, buffered token-read records are retried");
+                let mut kept = Batch::default();
+                let parts = batch
+                    .events
+                    .drain(..)
+                    .zip(batch.answers.drain(..))
+                    .zip(batch.queued.drain(..));
+                for ((event, answer), queued) in parts {
+                    match (answer, queued) {
+                        (Some(answer), _) => {
+                            let _ = answer.send(Err(error.clone()));
+                        }
+                        (None, Some(at)) => kept.push(Pending::Buffered(event, at)),
+                        (None, None) => {}
+                    }
+                }
+                for answer in batch.flushes.drain(..) {
+                    let _ = answer.send(Err(error.clone()));
+                }
+                *batch = kept;
+                false
             }
-        };
-        events.clear();
-        for done in waiting.drain(..) {
-            // A caller that went away (request cancelled) no longer needs the answer.
-            let _ = done.send(answer.clone());
         }
     }
 }
@@ -946,11 +1316,38 @@ pub fn describe_metrics() {
         metrics::Unit::Seconds,
         "Duration of one group-commit transaction"
     );
+    metrics::describe_histogram!(
+        "audit_flush_seconds",
+        metrics::Unit::Seconds,
+        "Age of the oldest buffered token-read record of a batch when the batch was stored \
+         (at most about [audit] access_flush_ms while the writer keeps up)"
+    );
+    metrics::describe_gauge!(
+        "audit_queue_depth",
+        "Audit records queued for the writer or kept for a retry, not yet stored"
+    );
+    metrics::describe_gauge!(
+        "audit_queue_capacity",
+        "Records the audit queue holds before token reads wait for room ([audit] queue)"
+    );
+    metrics::describe_gauge!(
+        "audit_writer_failing",
+        "1 while the audit writer cannot store records (token reads fail closed after \
+         [audit] fail_after_secs), else 0"
+    );
+    metrics::describe_counter!(
+        "audit_queue_full_total",
+        "Token reads that found the audit queue full and waited for room"
+    );
     for outcome in ["stored", "failed"] {
         metrics::counter!("audit_records_total", "outcome" => outcome).increment(0);
     }
+    metrics::counter!("audit_queue_full_total").increment(0);
+    metrics::gauge!("audit_queue_depth").set(0.0);
+    metrics::gauge!("audit_writer_failing").set(0.0);
     let _ = metrics::histogram!("audit_batch_size");
     let _ = metrics::histogram!("audit_write_seconds");
+    let _ = metrics::histogram!("audit_flush_seconds");
 }
 
 fn bounded(s: &str, max_chars: usize) -> String {

@@ -1245,6 +1245,7 @@ impl TokenService {
             )
             .connection(&conn)
             .detail(audit_detail);
+            self.flush_queued_reads().await;
             let stored = self.store.upsert_connection_audited(&conn, &record).await;
             crate::audit::count_transactional(&stored);
             match stored {
@@ -1258,6 +1259,18 @@ impl TokenService {
             }
         }
         Err(StoreError::Conflict("connection changed concurrently three times".into()).into())
+    }
+
+    /// A change whose record commits in the change's own transaction (outside the audit
+    /// writer) first lets the writer store the token reads queued before it, so the chain
+    /// keeps them in the order they happened. Best effort: if the writer is failing, the
+    /// change's own record shows whether the database takes writes.
+    async fn flush_queued_reads(&self) {
+        if let Some(audit) = &self.audit
+            && let Err(e) = audit.flush().await
+        {
+            tracing::warn!(error = %e, "queued token-read records could not be stored before an audited change");
+        }
     }
 
     /// Revokes the grant at the provider (RFC 7009) where possible, then deletes the
@@ -1290,6 +1303,7 @@ impl TokenService {
         // The deletion and its record commit together; a record that cannot be stored keeps
         // the connection (the grant may already be revoked at the provider: deleting again
         // finishes the job).
+        self.flush_queued_reads().await;
         let deleted = self
             .store
             .delete_connection_audited(workspace, id, &record)

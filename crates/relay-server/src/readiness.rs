@@ -67,10 +67,9 @@ impl ReadinessCheck for AuditWriterCheck {
     }
 
     async fn check(&self) -> CheckResult {
-        if self.0.is_running() {
-            CheckResult::ok()
-        } else {
-            CheckResult::failed("the audit writer has stopped")
+        match self.0.failure() {
+            None => CheckResult::ok(),
+            Some(why) => CheckResult::failed(why),
         }
     }
 }

@@ -252,8 +252,16 @@ impl Default for WebhookConfig {
 pub struct AuditConfig {
     /// Most audit records stored per group-commit transaction.
     pub max_batch: usize,
-    /// Records that may wait for the writer before callers queue.
+    /// Records that may wait for the writer; when it is full, token reads wait for room.
     pub queue: usize,
+    /// How token reads are recorded: `buffered` (default: queued, stored within
+    /// `access_flush_ms`), `durable` (stored before the token is returned) or `off`.
+    pub token_reads: relay_core::audit::TokenReads,
+    /// A buffered token-read record is stored at most this many milliseconds after the read.
+    pub access_flush_ms: u64,
+    /// After this many seconds in which the writer stored nothing, token reads fail closed
+    /// with 503 `audit_unavailable` and `/ready` reports the audit writer failing.
+    pub fail_after_secs: u64,
     /// Every this many seconds each workspace's chain head is logged (`audit anchor`), for an
     /// outside log to keep as anchors (`relay audit verify --anchors`); 0 turns it off.
     pub anchor_interval_secs: u64,
@@ -264,6 +272,9 @@ impl Default for AuditConfig {
         Self {
             max_batch: 512,
             queue: 8192,
+            token_reads: relay_core::audit::TokenReads::Buffered,
+            access_flush_ms: 50,
+            fail_after_secs: 10,
             anchor_interval_secs: 300,
         }
     }
@@ -533,6 +544,12 @@ impl Config {
         }
         if file.audit.max_batch == 0 || file.audit.queue == 0 {
             bail!("audit.max_batch and audit.queue must be positive");
+        }
+        if file.audit.access_flush_ms == 0 || file.audit.access_flush_ms > 60_000 {
+            bail!("audit.access_flush_ms must be between 1 and 60000");
+        }
+        if file.audit.fail_after_secs == 0 {
+            bail!("audit.fail_after_secs must be positive");
         }
         if !(0.0..=0.9).contains(&file.refresh.fraction) {
             bail!("refresh.fraction must be between 0 and 0.9");

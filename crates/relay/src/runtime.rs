@@ -197,8 +197,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         GroupCommit {
             max_batch: config.audit.max_batch,
             queue: config.audit.queue,
+            token_reads: config.audit.token_reads,
+            access_flush: Duration::from_millis(config.audit.access_flush_ms),
+            fail_after: Duration::from_secs(config.audit.fail_after_secs),
         },
     );
+    if config.audit.token_reads == relay_core::audit::TokenReads::Off {
+        tracing::warn!(
+            "[audit] token_reads = \"off\": token reads leave no audit record (access class)"
+        );
+    }
     let audit: Arc<dyn AuditSink> = Arc::new(audit_log.clone());
     // The first start with keyed audit seals the chains an older Relay wrote.
     let sealed = relay_core::audit::seal_legacy_chains(
@@ -315,6 +323,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let provider_names: Vec<_> = catalog.infos().into_iter().map(|i| i.name).collect();
     relay_server::telemetry::describe(&provider_names);
     relay_server::telemetry::describe_scale_out();
+    audit_log.export_capacity();
     let action_series: Vec<(&str, &str)> = actions
         .descriptors()
         .iter()
@@ -350,7 +359,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         audit_key,
         readiness: {
             let mut checks = readiness;
-            checks.push(Arc::new(AuditWriterCheck(audit_log)) as _);
+            checks.push(Arc::new(AuditWriterCheck(audit_log.clone())) as _);
             checks
         },
         rate_limits: Arc::new(RateLimits {
@@ -459,6 +468,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 grace_secs = grace.as_secs(),
                 "shutdown grace period over; exiting with requests still in flight"
             );
+            flush_audit(&audit_log).await;
             return Ok(());
         }
     }
@@ -471,6 +481,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             );
         }
     }
+    // Every queued token-read record is stored before the process exits.
+    flush_audit(&audit_log).await;
     janitor.abort();
     preview_janitor.abort();
     census.abort();
@@ -481,6 +493,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     db.close().await;
     info!("relay stopped");
     Ok(())
+}
+
+/// Stores every audit record queued so far (buffered token reads), waiting at most 10 s.
+async fn flush_audit(audit_log: &AuditLog) {
+    match tokio::time::timeout(Duration::from_secs(10), audit_log.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "queued audit records could not be stored at shutdown")
+        }
+        Err(_) => tracing::error!("queued audit records were not stored within 10 s of shutdown"),
+    }
 }
 
 /// Keeps the `connections{provider,status}` gauge current: one grouped count every 30 s,

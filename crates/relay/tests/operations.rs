@@ -405,15 +405,17 @@ async fn anchors_outside_the_database_find_a_rolled_back_chain_on_postgres() {
     anchors(true).await;
 }
 
-/// The audit table becomes unwritable: a token read from the warm cache is refused instead of
-/// handing out a token nobody recorded, while reads of metadata still work.
+/// With `token_reads = "durable"`, the audit table becomes unwritable: a token read from the
+/// warm cache is refused instead of handing out a token nobody recorded, while reads of
+/// metadata still work. (The buffered default: tests/audit_durability.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_token_leaves_without_its_audit_record() {
     let Some(pg) = pg_database().await else {
         return;
     };
     let fake = FakeProvider::start(FakeProviderConfig::google()).await;
-    let (_dir, opts, key) = start_with(&fake, Some(&pg), "").await;
+    let (_dir, opts, key) =
+        start_with(&fake, Some(&pg), "[audit]\ntoken_reads = \"durable\"\n").await;
     let relay = Relay::start(opts).await;
     let id = import(&relay, &key, &fake, "bob", 3600).await;
     let (s, ok) = relay
@@ -611,6 +613,10 @@ async fn metrics_are_complete_from_the_first_scrape_and_carry_no_ids() {
     assert_eq!(s, 404);
     let (s, _) = relay.get_json("/no/such/route/conn_x", &key).await;
     assert_eq!(s, 404);
+    // Token-read records are buffered; GET /audit stores them first (and the scrape then
+    // counts them).
+    let (s, _) = relay.get_json("/audit?limit=1", &key).await;
+    assert_eq!(s, 200);
     let text = scrape().await;
     let all = samples(&text);
     let get = |name: &str, labels: &[(&str, &str)]| -> f64 {

@@ -161,6 +161,15 @@ pub async fn list_audit(
         before_seq,
         limit,
     };
+    // Buffered token-read records of this replica are stored first, so a caller reads its own
+    // reads (best effort: a failing writer does not stop the log from being read).
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.audit.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "GET /audit: queued records could not be stored first")
+        }
+        Err(_) => tracing::warn!("GET /audit: queued records were not stored within 2 s"),
+    }
     let records = state
         .audit_store
         .list_audit(&caller.workspace_id, &filter)

@@ -448,17 +448,19 @@ pub async fn get_connection_token(
                 Err(_) => read,
             };
             if !matches!(e, ServiceError::Audit(_))
-                && let Err(audit_error) = state.audit.record(read.failed(e.to_string())).await
+                && let Err(audit_error) =
+                    state.audit.record_access(read.failed(e.to_string())).await
             {
                 tracing::warn!(error = %audit_error, "a refused token read could not be audited");
             }
             return Err(e.into());
         }
     };
-    // No token leaves without its audit record stored.
+    // No token leaves without its audit record queued (stored first with
+    // `token_reads = "durable"`); a writer failing for `fail_after_secs` refuses it.
     state
         .audit
-        .record(
+        .record_access(
             read.actor_id(issued.actor_id.to_string())
                 .provider(issued.provider.to_string()),
         )
